@@ -1,0 +1,71 @@
+"""The lineage record a student carries: which data, teacher and settings produced it."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from bert2lr.files import read_json, sha256_file, sha256_tree
+
+LINEAGE_FILE = "lineage.json"
+FORMAT = "bert2lr-lineage/1"
+TEACHER_CARD = "training.json"
+_LIBRARIES = ("bert2lr", "torch", "transformers", "scikit-learn", "numpy", "dvc")
+
+
+def _git() -> dict:
+    def run(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        # dvc.lock is rewritten by the very run that makes the student, so it does not count.
+        status = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status)}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict:
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def teacher_weights(teacher: Path) -> Path:
+    """The teacher's weights file (safetensors by default), else its whole folder."""
+    weights = sorted(Path(teacher).glob("*.safetensors")) or sorted(Path(teacher).glob("*.bin"))
+    return weights[0] if len(weights) == 1 else Path(teacher)
+
+
+def build(archive: Path, splits: dict[str, Path], teacher: Path, teacher_logits: Path,
+          student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]]) -> dict:
+    card = read_json(Path(teacher) / TEACHER_CARD, "teacher training card")
+    weights = teacher_weights(teacher)
+    return {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "archive": {"path": str(archive), "sha256": sha256_file(archive)},
+        "splits": {name: {"path": str(path), "sha256": sha256_file(path), "n_reviews": count_lines(path)}
+                   for name, path in splits.items()},
+        "teacher": {"base_model": card["base_model"], "path": str(teacher),
+                    "weights": {"path": str(weights), "sha256": sha256_tree(weights)},
+                    "params": card["params"]},
+        "teacher_logits": {"path": str(teacher_logits), "sha256": sha256_file(teacher_logits)},
+        "student": {"params": student_params},
+        "git": _git(),
+        "versions": _versions(),
+        "metrics": metrics,
+        "gate": gate,
+        "reviews": reviews,
+    }

