@@ -19,7 +19,7 @@ TINY_PARAMS = {
     "fetch": {"sources": []},
     "split": {"seed": 0, "n_labeled": 16, "n_unlabeled": 20, "n_test": 12},
     "baseline": {"ngram_max": 2},
-    "teacher": {"max_length": 32, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+    "teacher": {"max_length": 32, "head_tokens": 12, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
     "logits": {"batch_size": 8},
     "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
 }
@@ -63,8 +63,7 @@ def make_tiny_bert(path: Path) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "<", ">", "/", "★"]
     vocab += sorted({w for w in POSITIVE + NEGATIVE + NEUTRAL + ["br"]})
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyzé"] + list("abcdefghijklmnopqrstuvwxyzé")
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(path)

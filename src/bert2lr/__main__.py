@@ -1,0 +1,3 @@
+from bert2lr.cli import main
+
+main()

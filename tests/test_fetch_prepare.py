@@ -1,0 +1,129 @@
+import json
+import tarfile
+
+import pytest
+from conftest import make_archive
+
+from bert2lr.errors import UserError
+from bert2lr.fetch import fetch
+from bert2lr.params import SplitParams
+from bert2lr.prepare import clean, prepare
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_fetch_takes_the_first_reachable_source(tmp_path, archive):
+    out = tmp_path / "raw" / "aclImdb_v1.tar.gz"
+    used = fetch([str(tmp_path / "missing.tar.gz"), str(archive)], out)
+    assert used == str(archive)
+    assert out.read_bytes() == archive.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left behind
+
+
+def test_fetch_lists_what_it_tried(tmp_path):
+    with pytest.raises(UserError) as info:
+        fetch([str(tmp_path / "a.tar.gz"), "http://127.0.0.1:9/aclImdb_v1.tar.gz"], tmp_path / "out.tar.gz")
+    message = str(info.value)
+    assert "a.tar.gz" in message and "127.0.0.1:9" in message and "fetch.sources" in message
+    assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_splits_are_disjoint_seeded_and_keep_identity(tmp_path, archive):
+    p = SplitParams(seed=3, n_labeled=10, n_unlabeled=12, n_test=8)
+    counts = prepare(archive, tmp_path / "splits", p)
+    assert counts == {"labeled": 10, "unlabeled": 12, "test": 8, "test_full": 20}
+    splits = {name: read(tmp_path / "splits" / f"{name}.jsonl") for name in counts}
+    ids = {name: {r["id"] for r in rows} for name, rows in splits.items()}
+    assert not ids["labeled"] & ids["unlabeled"]
+    assert ids["test"] <= ids["test_full"]
+    assert all(i.startswith("train/") for i in ids["labeled"] | ids["unlabeled"])
+    assert all(i.startswith("test/") for i in ids["test_full"])
+    assert all("label" not in r for r in splits["unlabeled"])
+    assert all(r["label"] == int(r["id"].split("/")[1] == "pos") for r in splits["labeled"])
+    texts = [r["text"] for rows in splits.values() for r in rows]
+    assert not any("<br" in t for t in texts)
+    assert any("★" in t for t in texts)  # non-ASCII text survives
+    again = prepare(archive, tmp_path / "again", p)
+    assert counts == again
+    assert (tmp_path / "splits" / "test.jsonl").read_bytes() == (tmp_path / "again" / "test.jsonl").read_bytes()
+
+
+def test_growing_the_transfer_set_keeps_the_smaller_one(tmp_path, archive):
+    small = prepare(archive, tmp_path / "a", SplitParams(n_labeled=10, n_unlabeled=5, n_test=4))
+    assert small["unlabeled"] == 5
+    prepare(archive, tmp_path / "b", SplitParams(n_labeled=10, n_unlabeled=35, n_test=4, unlabeled_pool="train+unsup"))
+    a = [r["id"] for r in read(tmp_path / "a" / "unlabeled.jsonl")]
+    b = [r["id"] for r in read(tmp_path / "b" / "unlabeled.jsonl")]
+    assert b[:5] == a
+    assert any(i.startswith("train/unsup/") for i in b)
+
+
+def test_empty_review_is_kept(tmp_path, archive):
+    prepare(archive, tmp_path / "s", SplitParams(n_labeled=30, n_unlabeled=11, n_test=1))
+    train = read(tmp_path / "s" / "labeled.jsonl") + read(tmp_path / "s" / "unlabeled.jsonl")
+    assert {r["id"]: r["text"] for r in train}["train/neg/999_2"] == ""
+
+
+def test_clean_strips_html_breaks():
+    assert clean("a<br />b<br/>c<BR>d") == "a b c d"
+
+
+@pytest.mark.parametrize(
+    "p, message",
+    [
+        (SplitParams(n_labeled=100), "split.n_labeled=100 is larger than the 41 labeled train reviews"),
+        (SplitParams(n_labeled=10, n_unlabeled=40, n_test=4), "split.n_unlabeled=40 is larger than the 31 reviews"),
+        (SplitParams(n_labeled=10, n_unlabeled=5, n_test=21), "split.n_test=21 is larger than the 20 test"),
+        (SplitParams(n_labeled=0, n_unlabeled=5, n_test=2), "split 'labeled' would be empty"),
+    ],
+)
+def test_sizes_beyond_the_pool(tmp_path, archive, p, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        prepare(archive, tmp_path / "s", p)
+    assert not (tmp_path / "s").exists()
+
+
+def test_missing_corrupt_and_incomplete_archives(tmp_path):
+    with pytest.raises(UserError, match="archive not found"):
+        prepare(tmp_path / "none.tar.gz", tmp_path / "s", SplitParams())
+    corrupt = tmp_path / "corrupt.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
+    with pytest.raises(UserError, match="not a readable tar archive"):
+        prepare(corrupt, tmp_path / "s", SplitParams())
+    no_test = make_archive(tmp_path / "no_test.tar.gz", with_test=False)
+    with pytest.raises(UserError, match="no aclImdb/test/pos or aclImdb/test/neg reviews"):
+        prepare(no_test, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+    assert not (tmp_path / "s").exists()
+
+
+def test_truncated_archive(tmp_path, archive):
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(UserError, match="cut.tar.gz: not a readable tar archive"):
+        prepare(cut, tmp_path / "s", SplitParams())
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("aclImdb/train/pos/12_3.txt", b"text", "12_3.txt: malformed review name"),
+        ("aclImdb/test/neg/notes.txt", b"text", "notes.txt: malformed review name"),
+        ("aclImdb/train/pos/13_9.txt", b"\xff\xfe bad", "13_9.txt: not UTF-8 text"),
+    ],
+)
+def test_malformed_reviews_are_named(tmp_path, name, data, message):
+    bad = make_archive(tmp_path / "bad.tar.gz", extra={name: data})
+    with pytest.raises(UserError, match=message):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+
+
+def test_original_layout_with_feat_files(tmp_path):
+    original = make_archive(tmp_path / "orig.tar.gz", extra={
+        "aclImdb/train/unsupBow.feat": b"0:1 2:3\n", "aclImdb/test/labeledBow.feat": b"9 0:1\n",
+        "aclImdb/imdb.vocab": b"the\n"})
+    with tarfile.open(original) as tar:
+        assert "aclImdb/train/unsupBow.feat" in tar.getnames()
+    counts = prepare(original, tmp_path / "s", SplitParams(n_labeled=4, n_unlabeled=4, n_test=4))
+    assert counts["test_full"] == 20

@@ -1,0 +1,79 @@
+import random
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import Ridge
+
+from bert2lr.errors import UserError
+from bert2lr.linear import LinearTextModel
+
+WORDS = ["good", "bad", "Film", "the", "İstanbul", "naïve", "x", "ÉTÉ", "don't", "a_b", "١٢٣", "日本語",
+         "straße", "Ω", "na\u0308ive", "ǅemal", "ﬁne", "😀", "<br />", "--", "3d", "I"]
+
+
+def corpus(n=300, seed=0):
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(0, 25))) for _ in range(n)]
+    return texts + ["", "a", "x y z", "😀😀 ok"], np.array([rng.gauss(0, 1) for _ in range(n + 4)])
+
+
+@pytest.mark.parametrize("vectorizer", [
+    CountVectorizer(ngram_range=(1, 3)),
+    TfidfVectorizer(ngram_range=(1, 3), sublinear_tf=True, min_df=2),
+    TfidfVectorizer(ngram_range=(2, 2), max_features=50),
+])
+def test_compiled_scoring_equals_scikit_learn(vectorizer):
+    texts, y = corpus()
+    X = vectorizer.fit_transform(texts)
+    ridge = Ridge(alpha=0.3).fit(X, y)
+    model = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    unseen, _ = corpus(seed=1)
+    for batch in (texts, unseen):
+        np.testing.assert_allclose(model.decision_function(batch), ridge.predict(vectorizer.transform(batch)),
+                                   rtol=0, atol=1e-9)
+
+
+def test_save_load_round_trip(tmp_path):
+    texts, y = corpus()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2))
+    ridge = Ridge().fit(vectorizer.fit_transform(texts), y)
+    model = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    model.save(tmp_path / "model.npz")
+    loaded = LinearTextModel.load(tmp_path)
+    np.testing.assert_array_equal(loaded.decision_function(texts), model.decision_function(texts))
+    assert set(loaded.predict(texts)) <= {0, 1}
+    assert np.all((loaded.predict_proba(texts) > 0.5) == (loaded.predict(texts) == 1))
+
+
+def test_truncated_or_foreign_files_are_refused(tmp_path):
+    texts, y = corpus()
+    vectorizer = CountVectorizer()
+    ridge = Ridge().fit(vectorizer.fit_transform(texts), y)
+    LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_).save(tmp_path / "model.npz")
+    data = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cut.npz: not a valid bert2lr linear model"):
+        LinearTextModel.load(tmp_path / "cut.npz")
+    # A pickled object array would need allow_pickle; loading must refuse, not execute it.
+    np.savez(tmp_path / "pickled.npz", config=np.array([{"format": "x"}], dtype=object))
+    with pytest.raises(UserError, match="pickled.npz: not a valid bert2lr linear model"):
+        LinearTextModel.load(tmp_path / "pickled.npz")
+    with pytest.raises(UserError, match="model file not found"):
+        LinearTextModel.load(tmp_path / "missing.npz")
+
+
+def test_inconsistent_arrays_are_refused():
+    with pytest.raises(ValueError, match="inconsistent"):
+        LinearTextModel(vocabulary=np.frombuffer(b"ab", dtype=np.uint8), offsets=np.array([0, 2]),
+                        coef=np.zeros(2), idf=np.zeros(0), intercept=0.0, ngram_range=(1, 1),
+                        sublinear_tf=False, l2_norm=False)
+
+
+def test_texts_must_be_strings():
+    model = LinearTextModel(vocabulary=np.frombuffer(b"ab", dtype=np.uint8), offsets=np.array([0, 2]),
+                            coef=np.ones(1), idf=np.zeros(0), intercept=0.0, ngram_range=(1, 1),
+                            sublinear_tf=False, l2_norm=False)
+    assert model.decision_function(["ab ab", "AB"]).tolist() == [2.0, 1.0]
+    with pytest.raises(TypeError, match="every text must be a str"):
+        model.decision_function(["ab", 3])

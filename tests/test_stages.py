@@ -1,0 +1,181 @@
+"""Teacher, logits, student and evaluate on the synthetic archive and a tiny real BERT."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import NEGATIVE, POSITIVE
+from transformers import BertConfig, BertModel, CLIPVisionConfig
+
+from bert2lr import teacher as teacher_module
+from bert2lr.baseline import train_baseline
+from bert2lr.errors import UserError
+from bert2lr.evaluate import evaluate, render_side_by_side
+from bert2lr.files import read_logits, read_reviews
+from bert2lr.linear import LinearTextModel
+from bert2lr.logits import load_teacher, score, teacher_logits
+from bert2lr.params import BaselineParams, LogitsParams, SplitParams, StudentParams, TeacherParams
+from bert2lr.prepare import prepare
+from bert2lr.student import fit_student, student_stage
+from bert2lr.teacher import encode, train_teacher
+
+TINY = TeacherParams(max_length=32, epochs=1, batch_size=8, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, archive, tiny_bert):
+    """prepare, baseline, teacher and logits once, on tiny data."""
+    root = tmp_path_factory.mktemp("ws")
+    prepare(archive, root / "splits", SplitParams(n_labeled=16, n_unlabeled=20, n_test=12))
+    labeled = read_reviews(root / "splits" / "labeled.jsonl", need_labels=True)
+    texts, labels = [r["text"] for r in labeled], [r["label"] for r in labeled]
+    train_baseline(texts, labels, root / "baseline", BaselineParams(ngram_max=2))
+    p = replace(TINY, model=str(tiny_bert))
+    card = train_teacher(texts, labels, root / "teacher", p)
+    splits = {"unlabeled": root / "splits" / "unlabeled.jsonl", "test": root / "splits" / "test.jsonl"}
+    teacher_logits(root / "teacher", splits, root / "logits", p, LogitsParams(batch_size=4))
+    return root, p, card
+
+
+def test_teacher_is_saved_with_its_card(workspace):
+    root, p, card = workspace
+    assert (root / "teacher" / "model.safetensors").is_file()
+    assert json.loads((root / "teacher" / "training.json").read_text())["params"]["epochs"] == 1
+    assert card["n_reviews"] == 16 and card["steps"] == 2
+    assert [x.name for x in root.iterdir() if x.name.startswith(".")] == []
+
+
+def test_logits_keep_review_order_despite_length_batching(workspace, tiny_bert):
+    root, p, _ = workspace
+    reviews = read_reviews(root / "splits" / "unlabeled.jsonl")
+    cached = read_logits(root / "logits" / "unlabeled.npz", [r["id"] for r in reviews])
+    tokenizer, model = load_teacher(root / "teacher")
+    one_by_one = np.vstack([score(tokenizer, model, [r["text"]], p, 1, "x") for r in reviews])
+    np.testing.assert_allclose(cached, one_by_one, atol=1e-5)
+    with pytest.raises(UserError, match="review ids do not match"):
+        read_logits(root / "logits" / "unlabeled.npz", [r["id"] for r in reviews][::-1])
+    info = json.loads((root / "logits" / "info.json").read_text())
+    assert info["splits"]["unlabeled"]["n"] == 20 and info["splits"]["unlabeled"]["reviews_per_s"] > 0
+
+
+def test_quantized_logits_are_close(workspace):
+    root, p, _ = workspace
+    texts = [r["text"] for r in read_reviews(root / "splits" / "test.jsonl")]
+    full = score(*load_teacher(root / "teacher"), texts, p, 4, "fp32")
+    int8 = score(*load_teacher(root / "teacher", quantize=True), texts, p, 4, "int8")
+    assert np.abs(full - int8).max() < 0.5
+
+
+def test_head_tail_truncation_keeps_both_ends(tiny_bert):
+    tokenizer, _ = teacher_module.load_classifier(str(tiny_bert), num_labels=2)
+    text = " ".join(POSITIVE) + " " + " ".join(["the"] * 40) + " " + " ".join(NEGATIVE)
+    p = TeacherParams(max_length=12, truncation="head+tail", head_tokens=4)
+    ids = encode(tokenizer, [text, "great film"], p)
+    tokens = tokenizer.convert_ids_to_tokens(ids[0])
+    assert len(ids[0]) == 12 and tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert tokens[1:5] == POSITIVE[:4] and tokens[-2] == NEGATIVE[-1]
+    assert tokenizer.convert_ids_to_tokens(ids[1]) == ["[CLS]", "great", "film", "[SEP]"]
+    head = encode(tokenizer, [text], TeacherParams(max_length=12))
+    head_tokens = tokenizer.convert_ids_to_tokens(head[0])
+    assert len(head_tokens) == 12 and head_tokens[1:5] == POSITIVE[:4] and NEGATIVE[-1] not in head_tokens
+
+
+def test_models_that_are_not_classifiers(tmp_path):
+    with pytest.raises(UserError, match="not a transformers model folder"):
+        teacher_module.load_classifier(str(tmp_path))
+    (tmp_path / "vision").mkdir()
+    CLIPVisionConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                     num_attention_heads=2).save_pretrained(tmp_path / "vision")
+    with pytest.raises(UserError, match="cannot load as a sequence classifier"):
+        teacher_module.load_classifier(str(tmp_path / "vision"))
+    with pytest.raises(UserError, match="never downloads at run time"):
+        teacher_module.load_classifier("no-such-org/no-such-model")
+    with pytest.raises(UserError, match="teacher folder not found"):
+        load_teacher(tmp_path / "missing")
+
+
+def test_logits_need_a_two_label_teacher(tmp_path, tiny_bert):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3,
+                                                               ignore_mismatched_sizes=True)
+    model.save_pretrained(tmp_path / "three")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "three")
+    with pytest.raises(UserError, match="3 labels; expected 2"):
+        load_teacher(tmp_path / "three")
+
+
+def test_base_encoder_gets_a_fresh_head(tmp_path, tiny_bert):
+    BertModel(BertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path / "encoder")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "encoder")
+    _, model = teacher_module.load_classifier(str(tmp_path / "encoder"), num_labels=2)
+    assert model.config.num_labels == 2
+
+
+def test_interrupted_teacher_leaves_no_output(tmp_path, tiny_bert, monkeypatch):
+    original = teacher_module.AutoTokenizer.from_pretrained
+
+    def tokenizer_that_breaks_on_save(*args, **kwargs):
+        tokenizer = original(*args, **kwargs)
+
+        def save_pretrained(path, *a, **k):
+            (path / "half-written").write_text("x")
+            raise KeyboardInterrupt
+
+        tokenizer.save_pretrained = save_pretrained
+        return tokenizer
+
+    monkeypatch.setattr(teacher_module.AutoTokenizer, "from_pretrained", tokenizer_that_breaks_on_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(["great", "awful"], [1, 0], tmp_path / "teacher", replace(TINY, model=str(tiny_bert)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_student_equals_margin_fit():
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(POSITIVE + NEGATIVE + ["the", "film"], size=8)) for _ in range(60)]
+    margin = np.array([sum((w in POSITIVE) - (w in NEGATIVE) for w in t.split()) for t in texts], float)
+    logits = np.column_stack([-margin / 2 + 1, margin / 2 + 1])
+    reference = fit_student(texts, logits, StudentParams(features="count", fit="least_squares", target="logits"))
+    on_margin = fit_student(texts, logits, StudentParams(features="count", fit="least_squares", target="margin"))
+    np.testing.assert_allclose(reference.decision_function(texts), on_margin.decision_function(texts), atol=1e-6)
+    assert np.mean((reference.decision_function(texts) > 0) == (margin > 0)) > 0.9
+    soft = fit_student(texts, logits, StudentParams(features="tfidf", fit="logistic", target="soft_label",
+                                                    alpha=0.01, temperature=2.0))
+    decided = margin != 0
+    assert np.mean((soft.decision_function(texts) > 0)[decided] == (margin > 0)[decided]) > 0.9
+    gold = fit_student(texts, logits, StudentParams(fit="ridge", target="margin", gold_weight=2.0),
+                       gold_texts=["great superb", "awful dull"], gold_labels=[1, 0])
+    assert gold.predict(["great superb", "awful dull"]).tolist() == [1, 0]
+
+
+def test_student_stage_and_evaluate(workspace, archive, tmp_path):
+    root, _, _ = workspace
+    s = root / "splits"
+    metrics = student_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl",
+                            s / "test.jsonl", s / "test_full.jsonl", root / "baseline", root / "teacher",
+                            archive, tmp_path / "student", StudentParams(features="tfidf", fit="ridge",
+                                                                         target="margin"))
+    lineage = json.loads((tmp_path / "student" / "lineage.json").read_text())
+    assert lineage["gate"] == metrics["gate"]
+    assert lineage["splits"]["unlabeled"]["n_reviews"] == 20
+    assert len(lineage["reviews"]["labeled"]) == 16
+    assert LinearTextModel.load(tmp_path / "student").n_features == lineage["model"]["n_features"]
+    results = evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", tmp_path / "student",
+                       root / "logits" / "test.npz", tmp_path / "metrics")
+    assert set(results) == {"baseline", "teacher", "student"}
+    for name, result in results.items():
+        saved = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
+        assert saved["accuracy"] == result["accuracy"] and saved["n"] == 12
+        assert set(saved["report"]) == {"neg", "pos", "macro avg", "weighted avg"}
+        rows = (tmp_path / "metrics" / "predictions" / f"{name}.csv").read_text().splitlines()
+        assert rows[0] == "id,actual,predicted" and len(rows) == 13
+    assert results["student"]["accuracy"] == lineage["metrics"]["accuracy"]
+    assert results["student"]["test_full"]["n"] == 20
+    assert 0 <= results["student"]["agreement_with_teacher"] <= 1
+    text = render_side_by_side(results)
+    assert "baseline (accuracy" in text and "weighted avg" in text and text.count("precision") == 3
