@@ -81,6 +81,46 @@ def archive(tmp_path_factory) -> Path:
     return make_archive(tmp_path_factory.mktemp("raw") / "aclImdb_v1.tar.gz")
 
 
+TINY_TEACHER = {"max_length": 32, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3}
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, archive, tiny_bert):
+    """prepare, baseline, teacher and logits once, on tiny data: (root, teacher params, card)."""
+    from bert2lr.baseline import train_baseline
+    from bert2lr.files import read_reviews
+    from bert2lr.logits import teacher_logits
+    from bert2lr.params import BaselineParams, LogitsParams, SplitParams, TeacherParams
+    from bert2lr.prepare import prepare
+    from bert2lr.teacher import train_teacher
+
+    root = tmp_path_factory.mktemp("ws")
+    prepare(archive, root / "splits", SplitParams(n_labeled=16, n_unlabeled=20, n_test=12))
+    labeled = read_reviews(root / "splits" / "labeled.jsonl", need_labels=True)
+    texts, labels = [r["text"] for r in labeled], [r["label"] for r in labeled]
+    train_baseline(texts, labels, root / "baseline", BaselineParams(ngram_max=2))
+    p = TeacherParams(model=str(tiny_bert), **TINY_TEACHER)
+    card = train_teacher(texts, labels, root / "teacher", p)
+    splits = {"unlabeled": root / "splits" / "unlabeled.jsonl", "test": root / "splits" / "test.jsonl"}
+    teacher_logits(root / "teacher", splits, root / "logits", p, LogitsParams(batch_size=4))
+    return root, p, card
+
+
+@pytest.fixture(scope="session")
+def student_dir(workspace, archive, tmp_path_factory) -> Path:
+    """A student with its lineage record, written by the student stage."""
+    from bert2lr.params import StudentParams
+    from bert2lr.student import student_stage
+
+    root, _, _ = workspace
+    s = root / "splits"
+    out = tmp_path_factory.mktemp("student") / "student"
+    student_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl", s / "test.jsonl",
+                  s / "test_full.jsonl", root / "baseline", root / "teacher", archive, out,
+                  StudentParams(features="tfidf", fit="ridge", target="margin"))
+    return out
+
+
 @pytest.fixture
 def params_file(tmp_path, tiny_bert, archive):
     def write(**overrides) -> Path:

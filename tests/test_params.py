@@ -33,7 +33,7 @@ def test_missing_keys_take_defaults():
         ({"teacher": {"truncation": "head+tail", "head_tokens": 300}}, "'teacher.head_tokens' (300)"),
         ({"student": {"fit": "logistic"}}, "needs 'student.target: soft_label'"),
         ({"split": [1, 2]}, "'split' must be a mapping"),
-        ({"student": {"curve_sizes": [100, 0]}}, "'student.curve_sizes' must hold positive sizes"),
+        ({"curve": {"sizes": [100, 0]}}, "'curve.sizes' must hold positive sizes"),
     ],
 )
 def test_bad_parameters_name_the_key(raw, message):

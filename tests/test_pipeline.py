@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ import yaml
 from conftest import TINY_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"fetch", "prepare", "baseline", "teacher", "logits", "student", "evaluate"}
+STAGES = {"fetch", "prepare", "baseline", "teacher", "logits", "student", "evaluate", "curve", "speed"}
+# What consumes the student or its settings: the scores, the learning curve and the benchmark.
+AFTER_STUDENT = {"student", "evaluate", "curve", "speed"}
 
 
 def run(*args, cwd, check=True):
@@ -64,7 +68,9 @@ def project(tmp_path_factory, archive, tiny_bert):
     path = make_project(tmp_path_factory.mktemp("e2e") / "project", archive, tiny_bert)
     first = run("dvc", "repro", cwd=path)
     assert ran(first.stdout) == STAGES
-    path.joinpath("first_run.log").write_text(first.stdout)
+    (path / ".git" / "first_run.log").write_text(first.stdout)
+    run("git", "add", "-A", cwd=path)
+    run("git", "commit", "-qm", "first run", cwd=path)
     return path
 
 
@@ -75,11 +81,16 @@ def test_full_repro_writes_every_metric(project):
         assert {"neg", "pos", "macro avg", "weighted avg"} <= set(metrics["report"])
     student = json.loads((project / "metrics" / "student.json").read_text())
     assert "agreement_with_teacher" in student and "passed" in student["gate"]
-    log = (project / "first_run.log").read_text()
+    log = (project / ".git" / "first_run.log").read_text()
     assert log.count("weighted avg") == 3  # evaluate prints the three reports
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json"}
+    assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json"}
+    speed = json.loads((project / "metrics" / "speed.json").read_text())
+    assert speed["student"]["reviews_per_s"] > 0 and speed["teacher"]["reviews_per_s"] > 0
+    assert speed["student"]["imports_torch"] is False
+    curve = json.loads((project / "metrics" / "learning_curve.json").read_text())
+    assert curve[-1]["n_unlabeled"] == 20 and {"student", "teacher", "baseline", "agreement"} <= set(curve[0])
 
 
 def test_second_repro_does_nothing(project):
@@ -87,12 +98,100 @@ def test_second_repro_does_nothing(project):
     assert ran(run("dvc", "repro", cwd=project).stdout) == set()
 
 
-def test_student_key_reruns_only_student_and_evaluate(project):
-    run("git", "add", "-A", cwd=project)
-    run("git", "commit", "-qm", "first run", cwd=project)
+def test_audit_verifies_the_workspace(project, tmp_path):
+    audit = run("bert2lr", "audit", cwd=project)
+    assert "quality gate" in audit.stdout and "split          unlabeled      20 reviews" in audit.stdout
+    verified = run("bert2lr", "audit", "--verify", cwd=project)
+    assert verified.stdout.count("ok ") == 10 and "MISMATCH" not in verified.stdout  # 9 hashes + dvc.lock
+    record = json.loads(run("bert2lr", "audit", "--json", cwd=project).stdout)
+    assert record["git"]["dirty"] is False and len(record["git"]["commit"]) == 40
+    ids = run("bert2lr", "audit", "--reviews", "unlabeled", cwd=project).stdout.split()
+    assert len(ids) == 20 and all(i.startswith("train/") for i in ids)
+    model = project / "models" / "student" / "model.npz"
+    original = model.read_bytes()
+    try:
+        model.chmod(0o644)
+        model.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        altered = run("bert2lr", "audit", "--verify", cwd=project, check=False)
+        assert altered.returncode == 1
+        assert "MISMATCH model" in altered.stdout and "verification failed for: model" in altered.stderr
+    finally:
+        model.write_bytes(original)
+
+
+def clone_and_pull(project: Path, dest: Path, local_config: list[list[str]] = ()) -> Path:
+    run("git", "clone", "-q", str(project), str(dest), cwd=project)
+    for args in local_config:  # credentials live in .dvc/config.local, which git never carries
+        run("dvc", "remote", "modify", "--local", *args, cwd=dest)
+    run("dvc", "pull", cwd=dest)
+    return dest
+
+
+def assert_complete_copy(clone: Path) -> None:
+    assert changed(clone) == set()
+    assert ran(run("dvc", "repro", cwd=clone).stdout) == set()
+    rows = run("bert2lr", "predict", "--allow-ungated", "great film", "awful plot", cwd=clone).stdout.splitlines()
+    assert [json.loads(r)["label"] in {"pos", "neg"} for r in rows] == [True, True]
+    assert run("bert2lr", "audit", "--verify", cwd=clone).returncode == 0
+
+
+def test_round_trip_through_a_local_remote(project, tmp_path):
+    run("dvc", "remote", "add", "-d", "-f", "team", str(tmp_path / "storage"), cwd=project)
+    run("git", "commit", "-qam", "share through a local remote", cwd=project)
+    run("dvc", "push", cwd=project)
+    assert_complete_copy(clone_and_pull(project, tmp_path / "clone"))
+    # A CI job with the remote recomputes only what a change touches.
+    ci = tmp_path / "ci"
+    run("git", "clone", "-q", str(project), str(ci), cwd=tmp_path)
+    set_param(ci, "student", "alpha", 3.0)
+    assert ran(run("dvc", "repro", "--pull", cwd=ci).stdout) == AFTER_STUDENT
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3 server on a free loopback port, stopped after the test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
+                                  aws_secret_access_key="testing", region_name="us-east-1")
+                s3.create_bucket(Bucket="bert2lr")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_round_trip_through_an_s3_remote(project, tmp_path, s3_server):
+    credentials = [["s3", "access_key_id", "testing"], ["s3", "secret_access_key", "testing"]]
+    run("dvc", "remote", "add", "-d", "-f", "s3", "s3://bert2lr/store", cwd=project)
+    run("dvc", "remote", "modify", "s3", "endpointurl", s3_server, cwd=project)
+    for args in credentials:
+        run("dvc", "remote", "modify", "--local", *args, cwd=project)
+    assert "testing" not in (project / ".dvc" / "config").read_text()
+    run("git", "commit", "-qam", "share through S3", cwd=project)
+    run("dvc", "push", cwd=project)
+    assert_complete_copy(clone_and_pull(project, tmp_path / "clone", credentials))
+
+
+def test_student_key_reruns_only_what_follows_the_student(project):
     set_param(project, "student", "alpha", 2.0)
-    assert changed(project) == {"student"}  # dvc status lists the stages whose own inputs changed
-    assert ran(run("dvc", "repro", cwd=project).stdout) == {"student", "evaluate"}
+    assert changed(project) == {"student", "curve"}  # dvc status lists the stages whose own inputs changed
+    assert ran(run("dvc", "repro", cwd=project).stdout) == AFTER_STUDENT
     diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=project).stdout)
     assert all(Path(f).name in {"baseline.json", "teacher.json", "student.json"} for f in diff)
 
@@ -100,7 +199,7 @@ def test_student_key_reruns_only_student_and_evaluate(project):
 def test_teacher_key_reruns_teacher_and_what_follows(project):
     set_param(project, "teacher", "epochs", 2)
     assert changed(project) == {"teacher"}
-    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", "logits", "student", "evaluate"}
+    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", "logits"} | AFTER_STUDENT
     current = yaml.safe_load((project / "params.yaml").read_text())["teacher"]["truncation"]
     set_param(project, "teacher", "truncation", "head" if current == "head+tail" else "head+tail")
-    assert changed(project) == {"teacher", "logits"}
+    assert changed(project) == {"teacher", "logits", "speed"}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -97,6 +98,104 @@ def report(metrics_dir: Annotated[Path, typer.Option(help="folder of the metrics
 
     typer.echo(render_side_by_side(
         {name: read_json(metrics_dir / f"{name}.json", f"{name} metrics") for name in MODELS}))
+
+
+@app.command()
+def curve(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: In, teacher_test_logits: In,
+          baseline: In, out: Out, params: ParamsFile = PARAMS) -> None:
+    """Student accuracy against the number of unlabeled reviews (curve.sizes)."""
+    from bert2lr.curve import learning_curve
+
+    p = load_params(params)
+    learning_curve(unlabeled, teacher_logits, labeled, test, test_full, teacher_test_logits, baseline, out,
+                   p.student, p.curve)
+
+
+@app.command()
+def benchmark(teacher: In, student: In, test: In, out: Out, params: ParamsFile = PARAMS) -> None:
+    """Teacher against student: throughput, latency, size and peak memory on the test reviews."""
+    p = load_params(params)
+    from bert2lr.speed import benchmark as run
+
+    typer.echo(json.dumps(run(teacher, student, test, out, p.teacher, p.logits.batch_size), indent=2))
+
+
+Student = Annotated[Path, typer.Option("--model", help="student folder or model.npz")]
+Ungated = Annotated[bool, typer.Option("--allow-ungated", help="use a student that failed its quality gate")]
+STUDENT = Path("models/student")
+
+
+@app.command()
+def audit(
+    path: Annotated[Path, typer.Argument(help="student folder or model.npz")] = STUDENT,
+    as_json: Annotated[bool, typer.Option("--json", help="print the lineage record as JSON")] = False,
+    reviews: Annotated[Optional[str], typer.Option(help="list the ids of the 'labeled' or 'unlabeled' reviews")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="recompute the workspace's hashes and compare")] = False,
+) -> None:
+    """Tell which data, teacher and settings produced a student."""
+    from bert2lr import audit as auditing
+    from bert2lr.deploy import read_lineage
+
+    lineage = read_lineage(path)
+    if reviews is not None:
+        if reviews not in lineage["reviews"]:
+            raise UserError(f"--reviews must be one of {', '.join(lineage['reviews'])}, got {reviews!r}")
+        typer.echo("\n".join(lineage["reviews"][reviews]))
+    elif verify:
+        results = auditing.verify(path)
+        for ok, what, detail in results:
+            typer.echo(f"{'ok' if ok else 'MISMATCH':<9}{what:<17}{detail}")
+        failed = [what for ok, what, _ in results if not ok]
+        if failed:
+            typer.echo(f"bert2lr: verification failed for: {', '.join(failed)}", err=True)
+            raise typer.Exit(1)
+    elif as_json:
+        typer.echo(json.dumps({k: v for k, v in lineage.items() if k != "reviews"}, indent=2))
+    else:
+        typer.echo(auditing.describe(lineage))
+
+
+@app.command()
+def predict(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (default: one per line on stdin)")] = None,
+    file: Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="a file holding one text")] = None,
+    model: Student = STUDENT,
+    allow_ungated: Ungated = False,
+) -> None:
+    """Classify texts with the student; JSON Lines with label, probability and logit."""
+    from bert2lr.deploy import load_student, predictions
+
+    student, _ = load_student(model, allow_ungated)
+    batch = list(texts or [])
+    for path in file or []:
+        try:
+            batch.append(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    if not texts and not file:
+        batch = [line.rstrip("\n") for line in sys.stdin]
+    for row in predictions(student, batch):
+        typer.echo(json.dumps(row))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    model: Student = STUDENT,
+    allow_ungated: Ungated = False,
+    max_batch: Annotated[int, typer.Option(help="most texts per request")] = 256,
+    max_chars: Annotated[int, typer.Option(help="most characters per text")] = 100_000,
+) -> None:
+    """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
+    try:
+        import uvicorn
+
+        from bert2lr.serve import create_app
+    except ImportError:
+        raise UserError("serving needs FastAPI and uvicorn: pip install 'bert2lr[serve]'") from None
+    uvicorn.run(create_app(model, allow_ungated, max_batch, max_chars), host=host, port=port,
+                log_level="warning", access_log=False)
 
 
 def main() -> None:

@@ -81,8 +81,12 @@ class StudentParams:
     temperature: float = 1.0
     # Weight of the labeled set's gold labels, mixed into the teacher's targets (0: off).
     gold_weight: float = 0.0
-    # Subset sizes of the unlabeled set for the learning curve (empty: no curve).
-    curve_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CurveParams:
+    # Numbers of unlabeled reviews to fit students on; the whole unlabeled split is always one.
+    sizes: list[int] = field(default_factory=lambda: [1000, 2000, 5000, 12000])
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Params:
     teacher: TeacherParams = field(default_factory=TeacherParams)
     logits: LogitsParams = field(default_factory=LogitsParams)
     student: StudentParams = field(default_factory=StudentParams)
+    curve: CurveParams = field(default_factory=CurveParams)
 
 
 _NON_NEGATIVE = {
@@ -167,7 +172,7 @@ def _build(cls, raw, prefix: str, source: str):
                 raise UserError(f"{source}: '{dotted}' must not be negative, got {value!r}")
             if dotted in _POSITIVE and value <= 0:
                 raise UserError(f"{source}: '{dotted}' must be positive, got {value!r}")
-        if dotted == "student.curve_sizes" and any(v <= 0 for v in value):
+        if dotted == "curve.sizes" and any(v <= 0 for v in value):
             raise UserError(f"{source}: '{dotted}' must hold positive sizes, got {value!r}")
         values[name] = value
     return cls(**values)

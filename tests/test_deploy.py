@@ -1,0 +1,147 @@
+"""The deployable student: torch-free loading, tamper and gate checks, predict and the HTTP service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from bert2lr.deploy import load_student, predictions
+from bert2lr.errors import UserError
+from bert2lr.files import read_reviews
+
+
+def with_gate(src, dst, passed: bool):
+    shutil.copytree(src, dst)
+    record = json.loads((dst / "lineage.json").read_text())
+    record["gate"]["passed"] = passed
+    (dst / "lineage.json").write_text(json.dumps(record))
+    return dst
+
+
+@pytest.fixture
+def gated(student_dir, tmp_path):
+    return with_gate(student_dir, tmp_path / "gated", True)
+
+
+def test_loading_and_predicting_imports_neither_torch_nor_transformers(gated):
+    code = (
+        "import sys; from bert2lr.deploy import load_student, predictions;"
+        f"m, _ = load_student({str(gated)!r}); print(predictions(m, ['great film', ''])[0]['label']);"
+        "bad = [x for x in ('torch', 'transformers', 'sklearn', 'scipy') if x in sys.modules];"
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"pos", "neg"}
+
+
+def test_predictions_match_the_evaluated_model(workspace, gated):
+    root, _, _ = workspace
+    model, lineage = load_student(gated)
+    reviews = read_reviews(root / "splits" / "test_full.jsonl", need_labels=True)
+    rows = predictions(model, [r["text"] for r in reviews])
+    accuracy = np.mean([(row["label"] == "pos") == (r["label"] == 1) for row, r in zip(rows, reviews)])
+    assert round(float(accuracy), 4) == lineage["metrics"]["test_full_accuracy"]
+    assert all((row["probability"] > 0.5) == (row["logit"] > 0) for row in rows)
+
+
+def test_changed_missing_or_truncated_students_are_refused(gated, tmp_path):
+    changed = shutil.copytree(gated, tmp_path / "changed")
+    data = bytearray((changed / "model.npz").read_bytes())
+    data[-100] ^= 1
+    (changed / "model.npz").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match its lineage record"):
+        load_student(changed)
+    bare = shutil.copytree(gated, tmp_path / "bare")
+    (bare / "lineage.json").unlink()
+    with pytest.raises(UserError, match="no lineage.json beside it"):
+        load_student(bare)
+    with pytest.raises(UserError, match="student model not found"):
+        load_student(tmp_path / "nowhere")
+
+
+def test_a_student_that_failed_its_gate_needs_allow_ungated(student_dir, tmp_path):
+    failed = with_gate(student_dir, tmp_path / "failed", False)
+    with pytest.raises(UserError, match="failed its quality gate.*--allow-ungated"):
+        load_student(failed)
+    model, _ = load_student(failed, allow_ungated=True)
+    assert model.n_features > 0
+    cli = subprocess.run([sys.executable, "-m", "bert2lr", "predict", "good", "--model", str(failed)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "failed its quality gate" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_predict_cli_reads_arguments_files_and_stdin(gated, tmp_path):
+    review = tmp_path / "review.txt"
+    review.write_text("a wonderful, moving film\nwith two lines", encoding="utf-8")
+    args = [sys.executable, "-m", "bert2lr", "predict", "--model", str(gated)]
+    from_args = subprocess.run(args + ["great", "awful"], capture_output=True, text=True, check=True)
+    from_file = subprocess.run(args + ["--file", str(review)], capture_output=True, text=True, check=True)
+    from_stdin = subprocess.run(args, input="great\nawful\n", capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in from_args.stdout.splitlines()]
+    assert len(rows) == 2 and set(rows[0]) == {"label", "probability", "logit"}
+    assert [json.loads(line) for line in from_stdin.stdout.splitlines()] == rows
+    assert len(from_file.stdout.splitlines()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(student_dir, tmp_path_factory):
+    model = with_gate(student_dir, tmp_path_factory.mktemp("srv") / "student", True)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bert2lr", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model),
+         "--max-batch", "8", "--max-chars", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the server did not start: " + process.stderr.read().decode())
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_service_predicts_and_describes_its_model(server, gated):
+    response = httpx.post(server + "/predict", json={"texts": ["great film", "awful film"]})
+    assert response.status_code == 200
+    expected = predictions(load_student(gated)[0], ["great film", "awful film"])
+    assert response.json()["predictions"] == expected
+    card = httpx.get(server + "/model").json()
+    assert card["gate"]["passed"] is True and "accuracy" in card["metrics"] and "reviews" not in card
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    (b"", 400, "empty body"),
+    (b"{not json", 400, "invalid JSON"),
+    (b'["a"]', 422, '"texts", a list of strings'),
+    (b'{"texts": []}', 422, '"texts" is empty'),
+    (b'{"texts": ["ok", 3]}', 422, '"texts"[1] is int'),
+    (b'{"texts": "just a string"}', 422, "a list of strings"),
+    (json.dumps({"texts": ["x"] * 9}).encode(), 413, "at most 8 per request"),
+    (json.dumps({"texts": ["x" * 1001]}).encode(), 413, "has 1001 characters; at most 1000"),
+])
+def test_bad_requests_get_a_4xx_and_the_service_keeps_serving(server, body, status, fragment):
+    response = httpx.post(server + "/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert fragment in response.json()["error"]
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
