@@ -9,15 +9,13 @@ from conftest import NEGATIVE, POSITIVE, TINY_TEACHER
 from transformers import BertConfig, BertModel, CLIPVisionConfig
 
 from bert2lr import teacher as teacher_module
-from bert2lr.baseline import train_baseline
 from bert2lr.errors import UserError
 from bert2lr.evaluate import evaluate, render_side_by_side
 from bert2lr.files import read_logits, read_reviews
 from bert2lr.linear import LinearTextModel
-from bert2lr.logits import load_teacher, score, teacher_logits
-from bert2lr.params import BaselineParams, LogitsParams, SplitParams, StudentParams, TeacherParams
-from bert2lr.prepare import prepare
-from bert2lr.student import fit_student, student_stage
+from bert2lr.logits import load_teacher, score
+from bert2lr.params import StudentParams, TeacherParams
+from bert2lr.student import fit_student
 from bert2lr.teacher import encode, train_teacher
 
 TINY = TeacherParams(**TINY_TEACHER)

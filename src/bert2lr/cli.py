@@ -157,7 +157,7 @@ def audit(
 
 @app.command()
 def predict(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (default: one per line on stdin)")] = None,
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts (default: one per line on stdin)")] = None,
     file: Annotated[Optional[list[Path]], typer.Option("--file", "-f", help="a file holding one text")] = None,
     model: Student = STUDENT,
     allow_ungated: Ungated = False,
