@@ -77,3 +77,16 @@ def test_texts_must_be_strings():
     assert model.decision_function(["ab ab", "AB"]).tolist() == [2.0, 1.0]
     with pytest.raises(TypeError, match="every text must be a str"):
         model.decision_function(["ab", 3])
+
+
+def test_threads_give_the_same_logits_in_the_same_order():
+    texts, y = corpus(n=2000)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3), sublinear_tf=True)
+    ridge = Ridge().fit(vectorizer.fit_transform(texts), y)
+    model = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    model.threads = 1
+    one = model.decision_function(texts)
+    model.threads = 4
+    np.testing.assert_array_equal(model.decision_function(texts), one)
+    with pytest.raises(TypeError, match="every text must be a str"):
+        model.decision_function(texts[:500] + [None])

@@ -8,163 +8,201 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* One vocabulary entry per slot, with what scoring needs, so that a lookup touches one cache line. */
+typedef struct {
+    uint64_t key;
+    int64_t feature; /* -1: empty */
+    double idf;      /* 1 without idf weighting */
+    double coef_idf; /* coef * idf */
+} Slot;
 
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n_features;
     int ngram_min, ngram_max, sublinear, l2;
-    char *blob;
-    int64_t *offsets;
-    double *coef;
-    double *idf; /* NULL: no idf weighting */
     double intercept;
-    int64_t *slots; /* feature index per slot, -1 when empty */
-    uint64_t *slot_hash;
+    Slot *slots;
     uint64_t mask;
 } LinearModel;
 
 typedef struct {
-    char *bytes;
-    Py_ssize_t len, cap;
-    Py_ssize_t *start, *end;
-    Py_ssize_t n_tokens, start_cap, end_cap;
-    int64_t *feats;
-    Py_ssize_t n_feats, feat_cap;
+    uint64_t *tokens; /* per token: hash of its code points */
+    Py_ssize_t n_tokens, tok_cap;
+    uint64_t *keys;
+    Py_ssize_t n_keys, key_cap;
+    int64_t *found; /* slot index per n-gram found in the vocabulary */
+    Py_ssize_t found_cap;
+    int64_t *seen; /* small open-addressing table: slot index -> position in uniq */
+    Py_ssize_t seen_cap;
+    int64_t *uniq, *count;
+    Py_ssize_t uniq_cap, count_cap;
 } Scratch;
 
-static uint64_t hash_bytes(const char *s, Py_ssize_t n) {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    h ^= h >> 33; /* spread the high bits into the slot index */
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
+#define PREFETCH_DISTANCE 32
+
+static inline uint64_t mix64(uint64_t h) { /* splitmix64's finaliser */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
 }
 
-static int64_t lookup(const LinearModel *m, const char *s, Py_ssize_t n) {
-    uint64_t h = hash_bytes(s, n);
-    uint64_t slot = h & m->mask;
-    while (m->slots[slot] >= 0) {
-        int64_t f = m->slots[slot];
-        if (m->slot_hash[slot] == h && m->offsets[f + 1] - m->offsets[f] == n &&
-            memcmp(m->blob + m->offsets[f], s, (size_t)n) == 0)
-            return f;
-        slot = (slot + 1) & m->mask;
-    }
-    return -1;
+/* \w for ASCII, without the Unicode database's function calls: letters, digits, '_'. */
+static const unsigned char ascii_word[128] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['_'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static inline uint64_t token_start(void) { return 1469598103934665603ULL; } /* FNV-1a */
+static inline uint64_t token_add(uint64_t h, Py_UCS4 c) { return (h ^ c) * 1099511628211ULL; }
+
+/* An n-gram's key from its tokens' hashes; the same function builds the table. */
+static inline uint64_t ngram_key(const uint64_t *tok, int n) {
+    uint64_t h = tok[0];
+    for (int k = 1; k < n; k++) h = mix64(h) ^ tok[k];
+    return mix64(h ^ (uint64_t)n);
 }
 
 static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
     if (need <= *cap) return 0;
     Py_ssize_t c = *cap ? *cap : 256;
     while (c < need) c *= 2;
-    void *q = PyMem_Realloc(*p, (size_t)c * item);
-    if (!q) { PyErr_NoMemory(); return -1; }
+    void *q = PyMem_RawRealloc(*p, (size_t)c * item); /* the Raw allocator needs no GIL */
+    if (!q) return -1;
     *p = q;
     *cap = c;
     return 0;
 }
 
-static int put_utf8(Scratch *s, Py_UCS4 c) {
-    if (grow((void **)&s->bytes, &s->cap, s->len + 4, 1) < 0) return -1;
-    char *b = s->bytes + s->len;
-    if (c < 0x80) { b[0] = (char)c; s->len += 1; }
-    else if (c < 0x800) { b[0] = (char)(0xC0 | (c >> 6)); b[1] = (char)(0x80 | (c & 0x3F)); s->len += 2; }
-    else if (c < 0x10000) {
-        b[0] = (char)(0xE0 | (c >> 12)); b[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        b[2] = (char)(0x80 | (c & 0x3F)); s->len += 3;
-    } else {
-        b[0] = (char)(0xF0 | (c >> 18)); b[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-        b[2] = (char)(0x80 | ((c >> 6) & 0x3F)); b[3] = (char)(0x80 | (c & 0x3F)); s->len += 4;
-    }
+static void scratch_free(Scratch *s) {
+    PyMem_RawFree(s->tokens); PyMem_RawFree(s->keys); PyMem_RawFree(s->found); PyMem_RawFree(s->seen);
+    PyMem_RawFree(s->uniq); PyMem_RawFree(s->count);
+}
+
+static int push_token(Scratch *s, uint64_t h) {
+    if (grow((void **)&s->tokens, &s->tok_cap, s->n_tokens + 1, sizeof(uint64_t)) < 0) return -1;
+    s->tokens[s->n_tokens++] = h;
     return 0;
 }
 
-static int end_token(Scratch *s, Py_ssize_t byte_start, Py_ssize_t n_chars) {
-    if (n_chars < 2) { s->len = byte_start; return 0; } /* \w\w+ needs two word characters */
-    if (grow((void **)&s->start, &s->start_cap, s->n_tokens + 1, sizeof(Py_ssize_t)) < 0 ||
-        grow((void **)&s->end, &s->end_cap, s->n_tokens + 1, sizeof(Py_ssize_t)) < 0)
-        return -1;
-    s->start[s->n_tokens] = byte_start;
-    s->end[s->n_tokens] = s->len;
-    s->n_tokens++;
-    return put_utf8(s, ' ');
-}
-
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int score_text(const LinearModel *m, PyObject *text, Scratch *s, double *out) {
-    if (!PyUnicode_Check(text)) {
-        PyErr_SetString(PyExc_TypeError, "every text must be a str");
-        return -1;
+static inline int64_t probe(const LinearModel *m, uint64_t key) {
+    uint64_t i = key & m->mask;
+    while (m->slots[i].feature >= 0) {
+        if (m->slots[i].key == key) return (int64_t)i;
+        i = (i + 1) & m->mask;
     }
-    PyObject *lower = PyObject_CallMethod(text, "lower", NULL);
-    if (!lower) return -1;
-    int kind = PyUnicode_KIND(lower);
-    const void *data = PyUnicode_DATA(lower);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(lower);
-    s->len = 0;
+    return -1;
+}
+
+/* Score one lower-cased text. Touches no Python object, so it runs without the GIL;
+ * returns -1 only when memory runs out. */
+static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize_t n, Scratch *s, double *out) {
     s->n_tokens = 0;
-    s->n_feats = 0;
-    Py_ssize_t run_chars = 0, run_byte_start = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (Py_UNICODE_ISALNUM(c) || c == '_') {
-            if (run_chars == 0) run_byte_start = s->len;
-            if (put_utf8(s, c) < 0) goto fail;
-            run_chars++;
-        } else if (run_chars) {
-            if (end_token(s, run_byte_start, run_chars) < 0) goto fail;
-            run_chars = 0;
+    Py_ssize_t run = 0;
+    uint64_t h = token_start();
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        Py_UCS4 c = i < n ? PyUnicode_READ(kind, data, i) : ' ';
+        if (c < 128 ? ascii_word[c] : (Py_UNICODE_ISALNUM(c) || c == '_')) {
+            h = token_add(h, c);
+            run++;
+        } else {
+            if (run >= 2 && push_token(s, h) < 0) return -1; /* \w\w+ */
+            run = 0;
+            h = token_start();
         }
     }
-    if (run_chars && end_token(s, run_byte_start, run_chars) < 0) goto fail;
-    Py_DECREF(lower);
 
-    for (int g = m->ngram_min; g <= m->ngram_max; g++) {
-        for (Py_ssize_t i = 0; i + g <= s->n_tokens; i++) {
-            Py_ssize_t a = s->start[i], b = s->end[i + g - 1];
-            int64_t f = lookup(m, s->bytes + a, b - a);
-            if (f < 0) continue;
-            if (grow((void **)&s->feats, &s->feat_cap, s->n_feats + 1, sizeof(int64_t)) < 0) return -1;
-            s->feats[s->n_feats++] = f;
+    s->n_keys = 0;
+    Py_ssize_t most = s->n_tokens * (m->ngram_max - m->ngram_min + 1);
+    if (grow((void **)&s->keys, &s->key_cap, most + 1, sizeof(uint64_t)) < 0 ||
+        grow((void **)&s->found, &s->found_cap, most + 1, sizeof(int64_t)) < 0)
+        return -1;
+    for (int g = m->ngram_min; g <= m->ngram_max; g++)
+        for (Py_ssize_t i = 0; i + g <= s->n_tokens; i++) s->keys[s->n_keys++] = ngram_key(s->tokens + i, g);
+
+    /* Probe with the slots of later keys already on their way from memory. */
+    Py_ssize_t n_found = 0;
+    for (Py_ssize_t i = 0; i < s->n_keys && i < PREFETCH_DISTANCE; i++)
+        __builtin_prefetch(&m->slots[s->keys[i] & m->mask]);
+    for (Py_ssize_t i = 0; i < s->n_keys; i++) {
+        if (i + PREFETCH_DISTANCE < s->n_keys)
+            __builtin_prefetch(&m->slots[s->keys[i + PREFETCH_DISTANCE] & m->mask]);
+        int64_t slot = probe(m, s->keys[i]);
+        if (slot >= 0) s->found[n_found++] = slot;
+    }
+
+    /* Count repeated n-grams. */
+    Py_ssize_t size = 64;
+    while (size < 2 * n_found) size *= 2;
+    if (grow((void **)&s->seen, &s->seen_cap, size, sizeof(int64_t)) < 0 ||
+        grow((void **)&s->uniq, &s->uniq_cap, n_found + 1, sizeof(int64_t)) < 0 ||
+        grow((void **)&s->count, &s->count_cap, n_found + 1, sizeof(int64_t)) < 0)
+        return -1;
+    memset(s->seen, 0xff, (size_t)size * sizeof(int64_t));
+    Py_ssize_t n_uniq = 0;
+    for (Py_ssize_t i = 0; i < n_found; i++) {
+        int64_t slot = s->found[i];
+        uint64_t j = mix64((uint64_t)slot) & (uint64_t)(size - 1);
+        while (s->seen[j] >= 0 && s->uniq[s->seen[j]] != slot) j = (j + 1) & (uint64_t)(size - 1);
+        if (s->seen[j] < 0) {
+            s->seen[j] = n_uniq;
+            s->uniq[n_uniq] = slot;
+            s->count[n_uniq++] = 1;
+        } else {
+            s->count[s->seen[j]]++;
         }
     }
-    qsort(s->feats, (size_t)s->n_feats, sizeof(int64_t), cmp_i64);
     double dot = 0.0, norm2 = 0.0;
-    for (Py_ssize_t i = 0; i < s->n_feats;) {
-        Py_ssize_t j = i;
-        while (j < s->n_feats && s->feats[j] == s->feats[i]) j++;
-        int64_t f = s->feats[i];
-        double v = (double)(j - i);
-        if (m->sublinear) v = 1.0 + log(v);
-        if (m->idf) v *= m->idf[f];
+    for (Py_ssize_t i = 0; i < n_uniq; i++) {
+        const Slot *e = &m->slots[s->uniq[i]];
+        double tf = (double)s->count[i];
+        if (m->sublinear) tf = 1.0 + log(tf);
+        double v = tf * e->idf;
         norm2 += v * v;
-        dot += v * m->coef[f];
-        i = j;
+        dot += tf * e->coef_idf;
     }
     if (m->l2 && norm2 > 0.0) dot /= sqrt(norm2);
     *out = dot + m->intercept;
     return 0;
-fail:
-    Py_DECREF(lower);
-    return -1;
 }
 
-static void *copy_buffer(Py_buffer *b) {
-    void *p = PyMem_Malloc(b->len ? (size_t)b->len : 1);
-    if (!p) { PyErr_NoMemory(); return NULL; }
-    memcpy(p, b->buf, (size_t)b->len);
-    return p;
+/* Decode one vocabulary entry (UTF-8, surrogates allowed) into token hashes. */
+static int entry_tokens(const unsigned char *b, Py_ssize_t len, uint64_t *tok, int max_tokens) {
+    int n = 0, in_token = 0;
+    uint64_t h = token_start();
+    for (Py_ssize_t i = 0; i <= len;) {
+        Py_UCS4 c;
+        if (i == len) { c = ' '; i++; }
+        else if (b[i] < 0x80) { c = b[i]; i += 1; }
+        else if ((b[i] & 0xE0) == 0xC0 && i + 1 < len) { c = ((b[i] & 0x1F) << 6) | (b[i + 1] & 0x3F); i += 2; }
+        else if ((b[i] & 0xF0) == 0xE0 && i + 2 < len) {
+            c = ((b[i] & 0x0F) << 12) | ((b[i + 1] & 0x3F) << 6) | (b[i + 2] & 0x3F); i += 3;
+        } else if ((b[i] & 0xF8) == 0xF0 && i + 3 < len) {
+            c = ((b[i] & 0x07) << 18) | ((b[i + 1] & 0x3F) << 12) | ((b[i + 2] & 0x3F) << 6) | (b[i + 3] & 0x3F);
+            i += 4;
+        } else return -1;
+        if (c == ' ') {
+            if (!in_token || n == max_tokens) return -1;
+            tok[n++] = h;
+            h = token_start();
+            in_token = 0;
+        } else {
+            h = token_add(h, c);
+            in_token = 1;
+        }
+    }
+    return n;
 }
 
 static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
@@ -203,28 +241,31 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     self->sublinear = sublinear;
     self->l2 = l2;
     self->intercept = intercept;
-    if (!(self->blob = copy_buffer(&blob)) || !(self->offsets = copy_buffer(&offsets)) ||
-        !(self->coef = copy_buffer(&coef)))
-        goto done;
-    if (idf.len && !(self->idf = copy_buffer(&idf))) goto done;
     uint64_t size = 16;
     while (size < (uint64_t)n * 2) size <<= 1;
     self->mask = size - 1;
-    self->slots = PyMem_Malloc(size * sizeof(int64_t));
-    self->slot_hash = PyMem_Malloc(size * sizeof(uint64_t));
-    if (!self->slots || !self->slot_hash) { PyErr_NoMemory(); goto done; }
-    memset(self->slots, 0xff, size * sizeof(int64_t));
+    self->slots = PyMem_Malloc(size * sizeof(Slot));
+    if (!self->slots) { PyErr_NoMemory(); goto done; }
+    for (uint64_t i = 0; i < size; i++) self->slots[i].feature = -1;
+    const unsigned char *bytes = (const unsigned char *)blob.buf;
+    const double *c = (const double *)coef.buf, *w = idf.len ? (const double *)idf.buf : NULL;
+    uint64_t tok[64];
     for (Py_ssize_t f = 0; f < n; f++) {
-        const char *s = self->blob + self->offsets[f];
-        Py_ssize_t len = self->offsets[f + 1] - self->offsets[f];
-        if (lookup(self, s, len) >= 0) {
-            PyErr_Format(PyExc_ValueError, "vocabulary entry %zd is a duplicate", f);
+        int g = entry_tokens(bytes + off[f], off[f + 1] - off[f], tok, ngram_max < 64 ? ngram_max : 64);
+        if (g < ngram_min || g > ngram_max) {
+            PyErr_Format(PyExc_ValueError, "vocabulary entry %zd is not a %d..%d-gram of word tokens", f,
+                         ngram_min, ngram_max);
             goto done;
         }
-        uint64_t h = hash_bytes(s, len), slot = h & self->mask;
-        while (self->slots[slot] >= 0) slot = (slot + 1) & self->mask;
-        self->slots[slot] = f;
-        self->slot_hash[slot] = h;
+        uint64_t key = ngram_key(tok, g);
+        if (probe(self, key) >= 0) {
+            PyErr_Format(PyExc_ValueError, "vocabulary entry %zd repeats an earlier entry's key", f);
+            goto done;
+        }
+        uint64_t i = key & self->mask;
+        while (self->slots[i].feature >= 0) i = (i + 1) & self->mask;
+        double weight = w ? w[f] : 1.0;
+        self->slots[i] = (Slot){key, f, weight, c[f] * weight};
     }
     rc = 0;
 done:
@@ -236,16 +277,34 @@ done:
 }
 
 static void LinearModel_dealloc(LinearModel *self) {
-    PyMem_Free(self->blob);
-    PyMem_Free(self->offsets);
-    PyMem_Free(self->coef);
-    PyMem_Free(self->idf);
     PyMem_Free(self->slots);
-    PyMem_Free(self->slot_hash);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *LinearModel_decision_function(LinearModel *self, PyObject *texts) {
+typedef struct {
+    const LinearModel *model;
+    PyObject **texts; /* lower-cased */
+    double *out;
+    Py_ssize_t start, stop;
+    int failed;
+} Work;
+
+static void *score_range(void *arg) {
+    Work *w = arg;
+    Scratch s = {0};
+    for (Py_ssize_t i = w->start; i < w->stop && !w->failed; i++) {
+        PyObject *t = w->texts[i];
+        if (score_text(w->model, PyUnicode_KIND(t), PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), &s, &w->out[i]) < 0)
+            w->failed = 1;
+    }
+    scratch_free(&s);
+    return NULL;
+}
+
+static PyObject *LinearModel_decision_function(LinearModel *self, PyObject *args) {
+    PyObject *texts;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "O|i", &texts, &threads)) return NULL;
     if (!self->slots) {
         PyErr_SetString(PyExc_RuntimeError, "model is not initialised");
         return NULL;
@@ -254,24 +313,57 @@ static PyObject *LinearModel_decision_function(LinearModel *self, PyObject *text
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject *result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
-    Scratch s = {0};
-    if (!result) goto fail;
+    PyObject **lowered = PyMem_Calloc(n ? (size_t)n : 1, sizeof(PyObject *));
+    Py_ssize_t ready = 0;
+    int failed = 0;
+    if (!result || !lowered) { PyErr_NoMemory(); goto done; }
+    /* str.lower() needs the GIL (and gives the full Unicode case mapping that scikit-learn uses). */
+    for (; ready < n; ready++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, ready);
+        if (!PyUnicode_Check(t)) {
+            PyErr_SetString(PyExc_TypeError, "every text must be a str");
+            goto done;
+        }
+        if (!(lowered[ready] = PyObject_CallMethod(t, "lower", NULL))) goto done;
+    }
     double *out = (double *)PyBytes_AS_STRING(result);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (score_text(self, PySequence_Fast_GET_ITEM(seq, i), &s, &out[i]) < 0) goto fail;
-    PyMem_Free(s.bytes); PyMem_Free(s.start); PyMem_Free(s.end); PyMem_Free(s.feats);
+    /* Threads pay off on batches only; one thread scores small batches in place. */
+    if (threads > 8) threads = 8;
+    if (threads < 1 || n < 64 * threads) threads = 1;
+    Work work[8];
+    pthread_t ids[8];
+    Py_ssize_t per = (n + threads - 1) / threads;
+    for (int k = 0; k < threads; k++)
+        work[k] = (Work){self, lowered, out, k * per, (k + 1) * per < n ? (k + 1) * per : n, 0};
+    Py_BEGIN_ALLOW_THREADS
+    int started = 0;
+    for (int k = 1; k < threads; k++) {
+        if (pthread_create(&ids[k], NULL, score_range, &work[k]) != 0) { /* score it here instead */
+            score_range(&work[k]);
+            continue;
+        }
+        started |= 1 << k;
+    }
+    score_range(&work[0]);
+    for (int k = 1; k < threads; k++)
+        if (started & (1 << k)) pthread_join(ids[k], NULL);
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < threads; k++) failed |= work[k].failed;
+    if (failed) PyErr_NoMemory();
+done:
+    for (Py_ssize_t i = 0; i < ready; i++) Py_XDECREF(lowered[i]);
+    PyMem_Free(lowered);
     Py_DECREF(seq);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(result);
+        return NULL;
+    }
     return result;
-fail:
-    PyMem_Free(s.bytes); PyMem_Free(s.start); PyMem_Free(s.end); PyMem_Free(s.feats);
-    Py_XDECREF(result);
-    Py_DECREF(seq);
-    return NULL;
 }
 
 static PyMethodDef LinearModel_methods[] = {
-    {"decision_function", (PyCFunction)LinearModel_decision_function, METH_O,
-     "decision_function(texts) -> bytes of float64 logits, one per text"},
+    {"decision_function", (PyCFunction)LinearModel_decision_function, METH_VARARGS,
+     "decision_function(texts, threads=1) -> bytes of float64 logits, one per text"},
     {NULL, NULL, 0, NULL},
 };
 

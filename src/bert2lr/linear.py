@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ class LinearTextModel:
     l2_norm: bool
 
     def __post_init__(self):
+        # Batches are split over the cores this process may use; BERT2LR_THREADS overrides.
+        self.threads = int(os.environ.get("BERT2LR_THREADS") or len(os.sched_getaffinity(0)))
         self._scorer = LinearModel(
             self.vocabulary.tobytes(), self.offsets.astype("<i8").tobytes(),
             self.coef.astype("<f8").tobytes(), self.idf.astype("<f8").tobytes(),
@@ -82,7 +85,7 @@ class LinearTextModel:
         return len(self.coef)
 
     def decision_function(self, texts: list[str]) -> np.ndarray:
-        return np.frombuffer(self._scorer.decision_function(texts), dtype=np.float64)
+        return np.frombuffer(self._scorer.decision_function(texts, self.threads), dtype=np.float64)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return sigmoid(self.decision_function(texts))
