@@ -58,6 +58,8 @@ def test_growing_the_transfer_set_keeps_the_smaller_one(tmp_path, archive):
     b = [r["id"] for r in read(tmp_path / "b" / "unlabeled.jsonl")]
     assert b[:5] == a
     assert any(i.startswith("train/unsup/") for i in b)
+    for name in ("labeled", "test"):  # the pool changes the transfer set only
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
 
 
 def test_empty_review_is_kept(tmp_path, archive):

@@ -81,10 +81,11 @@ def sample_splits(folders: dict[str, list[dict]], p: SplitParams) -> dict[str, l
     if p.n_test > len(test):
         raise UserError(f"split.n_test={p.n_test} is larger than the {len(test)} test reviews")
     order = rng.permutation(len(train))
+    test_order = rng.permutation(len(test))
     labeled = [train[i] for i in order[: p.n_labeled]]
     pool = [train[i] for i in order[p.n_labeled:]]
-    # The unsup reviews come after the rest of the train half, so that a transfer set within
-    # the train half is the same sample whichever pool is chosen.
+    # The unsup reviews come after the rest of the train half, and are drawn last, so that the
+    # other splits are the same samples whichever pool is chosen.
     if p.unlabeled_pool == "train+unsup":
         unsup = folders.get("train/unsup", [])
         pool += [unsup[i] for i in rng.permutation(len(unsup))]
@@ -94,7 +95,6 @@ def sample_splits(folders: dict[str, list[dict]], p: SplitParams) -> dict[str, l
             f"the '{p.unlabeled_pool}' pool after split.n_labeled={p.n_labeled}"
         )
     unlabeled = [{"id": r["id"], "text": r["text"]} for r in pool[: p.n_unlabeled]]
-    test_order = rng.permutation(len(test))
     return {
         "labeled": labeled,
         "unlabeled": unlabeled,
