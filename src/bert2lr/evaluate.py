@@ -46,7 +46,9 @@ def render_report(metrics: dict) -> list[str]:
 
 
 def render_side_by_side(named: dict[str, dict]) -> str:
-    blocks = [[f"{name} (accuracy {m['accuracy']:.4f})", ""] + render_report(m) for name, m in named.items()]
+    blocks = [[f"{name} (accuracy {m['accuracy']:.4f})", ""] + render_report(m)
+              + ([f"{'':>4}all {m['test_full']['n']} test reviews: accuracy {m['test_full']['accuracy']:.4f}"]
+                 if "test_full" in m else []) for name, m in named.items()]
     width = max(len(line) for block in blocks for line in block) + 4
     rows = max(len(b) for b in blocks)
     return "\n".join("".join(b[i].ljust(width) if i < len(b) else " " * width for b in blocks).rstrip()
