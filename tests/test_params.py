@@ -50,3 +50,10 @@ def test_unreadable_files(tmp_path):
     bad.write_text("split: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML at line"):
         load_params(bad)
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("teacher:\n  learning_rate: 5e-05\nstudent:\n  alpha: 1E2\n")
+    params = load_params(path)
+    assert params.teacher.learning_rate == 5e-5 and params.student.alpha == 100.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,6 +205,18 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     return params
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML reads `5e-5` (no dot) as a string; DVC and users write it so."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read params.yaml; missing keys take their defaults."""
     path = Path(path)
@@ -212,7 +225,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except FileNotFoundError:
         raise UserError(f"{path}: parameters file not found") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
