@@ -1,0 +1,47 @@
+"""After the README's main command on tiny parameters: every metrics and plots file was written by
+this run (newer than the clone, and of the tiny sizes), and DVC says the pipeline is up to date."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+project, started = Path(sys.argv[1]), float(sys.argv[2])
+params = yaml.safe_load((project / "params.yaml").read_text())
+dvc_yaml = yaml.safe_load((project / "dvc.yaml").read_text())
+n_test, n_unlabeled = params["split"]["n_test"], params["split"]["n_unlabeled"]
+
+files = {Path(m) for m in dvc_yaml["metrics"]}
+for plot in dvc_yaml["plots"]:
+    for spec in plot.values():
+        files |= {Path(y) for y in spec["y"]}
+problems = []
+for file in sorted(files):
+    path = project / file
+    if not path.is_file():
+        problems.append(f"{file}: missing")
+    elif path.stat().st_mtime < started:
+        problems.append(f"{file}: not written by this run")
+for name in ("baseline", "teacher", "student"):
+    metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+    if metrics["n"] != n_test:
+        problems.append(f"metrics/{name}.json: n={metrics['n']}, expected {n_test}")
+    rows = (project / "metrics" / "predictions" / f"{name}.csv").read_text().splitlines()
+    if len(rows) != n_test + 1:
+        problems.append(f"metrics/predictions/{name}.csv: {len(rows) - 1} rows, expected {n_test}")
+curve = json.loads((project / "metrics" / "learning_curve.json").read_text())
+if curve[-1]["n_unlabeled"] != n_unlabeled:
+    problems.append(f"metrics/learning_curve.json: last point {curve[-1]['n_unlabeled']}, expected {n_unlabeled}")
+speed = json.loads((project / "metrics" / "speed.json").read_text())
+if speed["n_reviews"] != n_test:
+    problems.append(f"metrics/speed.json: n_reviews={speed['n_reviews']}, expected {n_test}")
+status = subprocess.run([str(project / ".venv" / "bin" / "dvc"), "status", "--json"], cwd=project,
+                        capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+if status.returncode != 0 or json.loads(status.stdout or "null") != {}:
+    problems.append(f"dvc status is not clean: {status.stdout.strip()} {status.stderr.strip()}")
+if problems:
+    sys.exit("newcomer check failed:\n  " + "\n  ".join(problems))
+print(f"newcomer check: {len(files)} metrics and plots files written by this run, dvc status clean", file=sys.stderr)

@@ -1,0 +1,24 @@
+"""Shrink a clone's params.yaml to tiny sizes, keeping every key and the real data and teacher.
+
+Only sizes change: the archive still comes from fetch.sources (../shared beside the clone) and the
+teacher is still the embedded all-MiniLM-L6-v2, so the run exercises what a user's run does.
+"""
+
+import sys
+
+import yaml
+
+TINY = {
+    "split": {"n_labeled": 40, "n_unlabeled": 60, "n_test": 40},
+    "teacher": {"max_length": 64, "head_tokens": 24, "epochs": 1, "batch_size": 8},
+    "logits": {"batch_size": 16},
+    "curve": {"sizes": [20, 40]},
+}
+
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    params = yaml.safe_load(f)
+for group, values in TINY.items():
+    params[group].update(values)
+with open(path, "w", encoding="utf-8") as f:
+    yaml.safe_dump(params, f, sort_keys=False)
