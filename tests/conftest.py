@@ -136,4 +136,16 @@ def params_file(tmp_path, tiny_bert, archive):
     return write
 
 
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, archive, tiny_bert):
+    """This project's pipeline after one full `dvc repro` on tiny data: (project, the repro's output).
+
+    Shared by every test that needs a reproduced project; a test that changes it works on its own
+    copy (dvc_project.copy_project), so tests do not depend on each other's order.
+    """
+    from dvc_project import reproduce
+
+    return reproduce(tmp_path_factory.mktemp("e2e") / "project", archive, tiny_bert)
+
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

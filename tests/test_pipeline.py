@@ -1,10 +1,11 @@
-"""The real `dvc repro` in a temporary git repository, on tiny data and a tiny BERT."""
+"""The real `dvc repro` in a temporary git repository, on tiny data and a tiny BERT.
+
+Every test that changes the project works on its own copy, so the tests pass in any order.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,76 +14,33 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_PARAMS
+from dvc_project import STAGES, changed, copy_project, make_project, ran, run, set_param  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"fetch", "prepare", "baseline", "teacher", "logits", "student", "evaluate", "curve", "speed"}
+pytestmark = pytest.mark.slow
 # What consumes the student or its settings: the scores, the learning curve and the benchmark.
 AFTER_STUDENT = {"student", "evaluate", "curve", "speed"}
+# What scores a linear model (and so runs linear.py and the compiled scorer).
+SCORES_LINEAR_MODELS = {"baseline", "student", "evaluate", "curve", "speed"}
 
 
-def run(*args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+@pytest.fixture
+def project(reproduced, tmp_path):
+    """A copy of the reproduced tiny project, this test's own to change."""
+    return copy_project(reproduced[0], tmp_path / "project")
 
 
-def ran(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+def test_first_repro_runs_every_stage(reproduced):
+    assert ran(reproduced[1]) == STAGES
 
 
-def changed(project: Path) -> set[str]:
-    return set(json.loads(run("dvc", "status", "--json", cwd=project).stdout))
-
-
-def set_param(project: Path, group: str, key: str, value) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params[group][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-
-
-def make_project(path: Path, archive: Path, tiny_bert: Path) -> Path:
-    """A copy of this project's pipeline with tiny parameters, committed to a fresh git repo."""
-    path.mkdir(parents=True)
-    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
-    shutil.copytree(ROOT / "src", path / "src", ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())  # dvc needs every declared key
-    for group, values in TINY_PARAMS.items():
-        params[group].update(values)
-    params["fetch"]["sources"] = [str(archive)]
-    params["teacher"]["model"] = str(tiny_bert)
-    (path / "params.yaml").write_text(yaml.safe_dump(params))
-    run("git", "init", "-q", cwd=path)
-    run("dvc", "init", "-q", cwd=path)
-    run("git", "add", "-A", cwd=path)
-    run("git", "commit", "-qm", "tiny project", cwd=path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, archive, tiny_bert):
-    path = make_project(tmp_path_factory.mktemp("e2e") / "project", archive, tiny_bert)
-    first = run("dvc", "repro", cwd=path)
-    assert ran(first.stdout) == STAGES
-    (path / ".git" / "first_run.log").write_text(first.stdout)
-    run("git", "add", "-A", cwd=path)
-    run("git", "commit", "-qm", "first run", cwd=path)
-    return path
-
-
-def test_full_repro_writes_every_metric(project):
+def test_full_repro_writes_every_metric(project, reproduced):
     for name in ("baseline", "teacher", "student"):
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1 and metrics["n"] == 12
         assert {"neg", "pos", "macro avg", "weighted avg"} <= set(metrics["report"])
     student = json.loads((project / "metrics" / "student.json").read_text())
     assert "agreement_with_teacher" in student and "passed" in student["gate"]
-    log = (project / ".git" / "first_run.log").read_text()
-    assert log.count("weighted avg") == 3  # evaluate prints the three reports
+    assert reproduced[1].count("weighted avg") == 3  # evaluate prints the three reports
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(shown.values()))["data"]
     assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json"}
@@ -201,6 +159,18 @@ def test_teacher_key_reruns_teacher_and_what_follows(project):
     set_param(project, "teacher", "epochs", 2)
     assert changed(project) == {"teacher"}
     assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", "logits"} | AFTER_STUDENT
+
+
+def test_teacher_truncation_changes_what_reads_the_teacher(project):
     current = yaml.safe_load((project / "params.yaml").read_text())["teacher"]["truncation"]
     set_param(project, "teacher", "truncation", "head" if current == "head+tail" else "head+tail")
     assert changed(project) == {"teacher", "logits", "speed"}
+
+
+@pytest.mark.parametrize("code", ["src/bert2lr/linear.py", "src/bert2lr/_featurize.c"])
+def test_changed_scorer_code_reruns_every_stage_that_scores(project, code):
+    """The scorer computes every linear prediction: a change to it must not leave metrics stale."""
+    with open(project / code, "a", encoding="utf-8") as f:
+        f.write("\n/* changed */\n" if code.endswith(".c") else "\n# changed\n")
+    assert changed(project) == SCORES_LINEAR_MODELS
+    assert ran(run("dvc", "repro", cwd=project).stdout) == SCORES_LINEAR_MODELS
