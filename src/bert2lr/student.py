@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +92,7 @@ def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, test: Pa
     record = lineage.build(
         archive=archive, splits={"labeled": labeled, "unlabeled": unlabeled, "test": test,
                                  "test_full": test_full},
-        teacher=teacher, teacher_logits=teacher_logits, student_params=asdict(p),
+        teacher=teacher, teacher_logits=teacher_logits, student_params=p.model_dump(),
         metrics=metrics["student"], gate=metrics["gate"],
         reviews={"labeled": [r["id"] for r in labeled_reviews],
                  "unlabeled": [r["id"] for r in unlabeled_reviews]},
