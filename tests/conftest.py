@@ -16,7 +16,7 @@ NEGATIVE = ["awful", "boring", "terrible", "dull", "worst", "hated", "clumsy", "
 NEUTRAL = ["the", "film", "plot", "actor", "scene", "movie", "story", "it", "was", "and", "really"]
 
 TINY_PARAMS = {
-    "fetch": {"sources": []},
+    "fetch": {"sources": [{"source": "aclImdb_v1.tar.gz"}]},  # the fixtures point it at the synthetic archive
     "split": {"seed": 0, "n_labeled": 16, "n_unlabeled": 20, "n_test": 12},
     "baseline": {"ngram_max": 2},
     "teacher": {"max_length": 32, "head_tokens": 12, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
@@ -81,7 +81,7 @@ def archive(tmp_path_factory) -> Path:
     return make_archive(tmp_path_factory.mktemp("raw") / "aclImdb_v1.tar.gz")
 
 
-TINY_TEACHER = {"max_length": 32, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3}
+TINY_TEACHER = {"max_length": 32, "truncation": "head", "epochs": 1, "batch_size": 8, "learning_rate": 1e-3}
 
 
 @pytest.fixture(scope="session")

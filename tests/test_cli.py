@@ -1,5 +1,6 @@
 """User mistakes end in one line on stderr and a non-zero exit, never a traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -27,6 +28,43 @@ def test_unknown_and_mistyped_parameters(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {"n_test": "many"}}))
     assert_one_line_error(bert2lr("prepare", "--archive", "a", "--out-dir", "s", cwd=tmp_path),
                           "'split.n_test' must be an integer, got 'many'")
+
+
+@pytest.mark.parametrize("content, fragments", [
+    (b"teacher:\n  warmup_ratio: 2.0\n", ["params.yaml: 'teacher.warmup_ratio' must be between 0 and 1, got 2.0"]),
+    (b"split:\n  seed: -1\n", ["'split.seed' must be between 0 and 4294967295, got -1"]),
+    (b"student:\n  gold_weight: .nan\n", ["'student.gold_weight' must be a finite number, got nan"]),
+    (b"baseline:\n  ngram_max: 2147483647\n", ["'baseline.ngram_max' must be between 1 and 8"]),
+    (b"logits:\n  batch_size: 0\n", ["'logits.batch_size' must be between 1 and 4096, got 0"]),
+    (b"fetch:\n  sources: [{source: a, hash: 'md5:0'}]\n", ["'fetch.sources[0].hash' must be"]),
+    (b"teacher:\n  model: caf\xe9\n", ["params.yaml: not UTF-8 text"]),
+    (b"- a list\n", ["params.yaml: expected a mapping of stage groups, got list"]),
+    (b"student: 3\n", ["'student' must be a mapping of keys, got 3"]),
+])
+def test_hostile_parameters_end_in_one_line(tmp_path, content, fragments):
+    (tmp_path / "params.yaml").write_bytes(content)
+    assert_one_line_error(bert2lr("fetch", "--out", "x", "--params", "params.yaml", cwd=tmp_path), *fragments)
+    assert not (tmp_path / "x").exists()
+
+
+def test_max_length_beyond_the_teacher_is_refused_before_any_work(tmp_path, tiny_bert):
+    # tiny_bert has 64 positions; the labeled split does not even exist: the check comes first
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"teacher": {"model": str(tiny_bert), "max_length": 128, "head_tokens": 12}}))
+    assert_one_line_error(bert2lr("teacher", "--labeled", "missing.jsonl", "--out", "t", cwd=tmp_path),
+                          "params.yaml: 'teacher.max_length' is 128, but the teacher", "at most 64 tokens")
+    assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--unlabeled", "u.jsonl", "--test", "t.jsonl",
+                                  "--out-dir", "l", cwd=tmp_path), "at most 64 tokens")
+
+
+def test_params_command_prints_the_declared_table_and_the_values(tmp_path):
+    from bert2lr.params import parameters_table
+
+    result = bert2lr("params", "--markdown", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == parameters_table()
+    (tmp_path / "params.yaml").write_text("student:\n  alpha: 2\n")
+    shown = json.loads(bert2lr("params", cwd=tmp_path).stdout)
+    assert shown["student"]["alpha"] == 2.0 and shown["split"]["n_unlabeled"] == 48000
 
 
 def test_missing_archive(tmp_path):

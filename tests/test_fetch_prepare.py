@@ -76,9 +76,11 @@ def test_clean_strips_html_breaks():
     "p, message",
     [
         (SplitParams(n_labeled=100), "split.n_labeled=100 is larger than the 41 labeled train reviews"),
-        (SplitParams(n_labeled=10, n_unlabeled=40, n_test=4), "split.n_unlabeled=40 is larger than the 31 reviews"),
+        (SplitParams(n_labeled=10, n_unlabeled=40, n_test=4, unlabeled_pool="train"),
+         "split.n_unlabeled=40 is larger than the 31 reviews"),
         (SplitParams(n_labeled=10, n_unlabeled=5, n_test=21), "split.n_test=21 is larger than the 20 test"),
-        (SplitParams(n_labeled=0, n_unlabeled=5, n_test=2), "split 'labeled' would be empty"),
+        # params refuse n_labeled 0 on load; prepare still refuses an empty split on its own
+        (SplitParams.model_construct(n_labeled=0, n_unlabeled=5, n_test=2), "split 'labeled' would be empty"),
     ],
 )
 def test_sizes_beyond_the_pool(tmp_path, archive, p, message):

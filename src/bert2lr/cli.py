@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from bert2lr.errors import UserError
-from bert2lr.params import load_params
+from bert2lr.params import check_teacher_length, load_params, parameters_table
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Distil a fine-tuned BERT teacher into a bag-of-n-grams linear student.")
@@ -28,7 +28,7 @@ def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
     """Bring the IMDB archive to OUT from the first of fetch.sources that has it."""
     from bert2lr.fetch import fetch as run
 
-    run(load_params(params).fetch.sources, out)
+    run([(s.source, s.hash) for s in load_params(params).fetch.sources], out)
 
 
 @app.command()
@@ -54,6 +54,7 @@ def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
 def teacher(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
     """Fine-tune the BERT teacher on the labeled split."""
     p = load_params(params).teacher
+    check_teacher_length(p, source=str(params))
     from bert2lr.files import read_reviews
     from bert2lr.teacher import train_teacher
 
@@ -65,6 +66,7 @@ def teacher(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
 def logits(teacher: In, unlabeled: In, test: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
     """Cache the teacher's raw logits on the unlabeled and test splits."""
     p = load_params(params)
+    check_teacher_length(p.teacher, teacher, str(params))  # the fine-tuned folder is what runs
     from bert2lr.logits import teacher_logits
 
     teacher_logits(teacher, {"unlabeled": unlabeled, "test": test}, out_dir, p.teacher, p.logits)
@@ -115,9 +117,22 @@ def curve(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: I
 def benchmark(teacher: In, student: In, test: In, out: Out, params: ParamsFile = PARAMS) -> None:
     """Teacher against student: throughput, latency, size and peak memory on the test reviews."""
     p = load_params(params)
+    check_teacher_length(p.teacher, teacher, str(params))
     from bert2lr.speed import benchmark as run
 
     typer.echo(json.dumps(run(teacher, student, test, out, p.teacher, p.logits.batch_size), indent=2))
+
+
+@app.command("params")
+def show_params(
+    params: ParamsFile = PARAMS,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the table of every parameter instead")] = False,
+) -> None:
+    """Print the parameters a stage would use (the file's, defaults filled in) as JSON."""
+    if markdown:
+        typer.echo(parameters_table(), nl=False)
+    else:
+        typer.echo(json.dumps(load_params(params).model_dump(), indent=2))
 
 
 Student = Annotated[Path, typer.Option("--model", help="student folder or model.npz")]

@@ -28,6 +28,7 @@ def fetch(sources: list[str], out: Path, base: Path = Path(".")) -> str:
     Relative local paths are read from `base` (the project root, where dvc runs stages).
     """
     tried = []
+    sources = [s if isinstance(s, str) else s[0] for s in sources]  # (source, hash): hashes not checked yet
     for source in sources:
         is_url = source.startswith(("http://", "https://"))
         try:

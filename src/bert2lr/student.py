@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
 from bert2lr import lineage
+from bert2lr.errors import UserError
 from bert2lr.files import atomic_path, read_logits, read_reviews, sha256_file, write_json
 from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
 from bert2lr.params import StudentParams
@@ -39,7 +39,11 @@ def fit_student(texts: list[str], teacher_logits: np.ndarray, p: StudentParams,
     use_gold = p.gold_weight > 0 and len(gold_texts) > 0
     all_texts = list(texts) + (list(gold_texts) if use_gold else [])
     vectorizer = make_vectorizer(p)
-    X = vectorizer.fit_transform(all_texts)
+    try:
+        X = vectorizer.fit_transform(all_texts)
+    except ValueError as exc:  # scikit-learn: no n-gram is in min_df reviews (or none at all)
+        raise UserError(f"student: no n-gram to learn from in the {len(all_texts)} training reviews with "
+                        f"student.min_df={p.min_df} ({exc})") from None
     log.info("student: %d reviews x %d features (%s, 1-%d grams)", X.shape[0], X.shape[1], p.features, p.ngram_max)
     weight = np.ones(X.shape[0])
     gold = np.asarray(gold_labels) if use_gold else np.zeros(0, dtype=int)
@@ -88,7 +92,7 @@ def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, test: Pa
     record = lineage.build(
         archive=archive, splits={"labeled": labeled, "unlabeled": unlabeled, "test": test,
                                  "test_full": test_full},
-        teacher=teacher, teacher_logits=teacher_logits, student_params=asdict(p),
+        teacher=teacher, teacher_logits=teacher_logits, student_params=p.model_dump(),
         metrics=metrics["student"], gate=metrics["gate"],
         reviews={"labeled": [r["id"] for r in labeled_reviews],
                  "unlabeled": [r["id"] for r in unlabeled_reviews]},

@@ -7,7 +7,6 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 # Nothing may download weights at run time: models come from local folders or the local cache.
@@ -168,7 +167,7 @@ def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: Teacher
                 losses.append(loss.item())
                 bar.update(len(index))
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}")
-    card = {"base_model": p.model, "params": asdict(p), "n_reviews": len(ids), "steps": len(losses),
+    card = {"base_model": p.model, "params": p.model_dump(), "n_reviews": len(ids), "steps": len(losses),
             "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
             "seconds": round(time.perf_counter() - started, 1), "device": str(dev)}
     with atomic_path(out_dir, directory=True) as tmp:
