@@ -1,12 +1,16 @@
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import Ridge
 
+from bert2lr import _featurize, limits
 from bert2lr.errors import UserError
 from bert2lr.linear import LinearTextModel
+
 
 WORDS = ["good", "bad", "Film", "the", "İstanbul", "naïve", "x", "ÉTÉ", "don't", "a_b", "١٢٣", "日本語",
          "straße", "Ω", "na\u0308ive", "ǅemal", "ﬁne", "😀", "<br />", "--", "3d", "I"]
@@ -90,3 +94,51 @@ def test_threads_give_the_same_logits_in_the_same_order():
     np.testing.assert_array_equal(model.decision_function(texts), one)
     with pytest.raises(TypeError, match="every text must be a str"):
         model.decision_function(texts[:500] + [None])
+
+
+def test_the_compiled_scorer_and_the_parameters_agree_on_the_longest_ngram():
+    assert _featurize.MAX_NGRAM == limits.MAX_NGRAM
+
+
+def test_the_compiled_scorer_refuses_a_huge_ngram_range_instead_of_crashing():
+    # In a child process: a regression segfaults the child, not pytest.
+    code = (
+        "import numpy as np; from bert2lr._featurize import LinearModel\n"
+        "for low, high in ((1, 2**31 - 1), (0, 1), (2, 1), (1, 9)):\n"
+        "    try:\n"
+        "        m = LinearModel(b'ab', np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b'', 0.0, low, high,"
+        " False, False)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+        "    else:\n"
+        "        print(m.decision_function(['']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ngram range (1, 2147483647) is not within 1..8", "ngram range (0, 1) is not within 1..8",
+        "ngram range (2, 1) is not within 1..8", "ngram range (1, 9) is not within 1..8"]
+
+
+def test_a_lower_that_returns_no_str_is_a_type_error():
+    class Shouting(str):
+        def lower(self):
+            return 3
+
+    model = _featurize.LinearModel(b"ab", np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b"", 0.0, 1, 1, False, False)
+    with pytest.raises(TypeError, match="text 1: lower\\(\\) returned int, not a str"):
+        model.decision_function(["ab", Shouting("AB")])
+
+
+def test_a_lower_that_empties_the_list_being_scored_does_not_crash():
+    texts = []
+
+    class Emptying(str):
+        def lower(self):
+            texts.clear()
+            return "ab"
+
+    texts += [Emptying("AB")] + ["ab ab"] * 200
+    model = _featurize.LinearModel(b"ab", np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b"", 0.0, 1, 1,
+                                   False, False)
+    assert np.frombuffer(model.decision_function(texts, 4)).tolist() == [1.0] + [2.0] * 200
