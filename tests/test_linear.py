@@ -1,3 +1,4 @@
+import json
 import random
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from sklearn.linear_model import Ridge
 
 from bert2lr import _featurize, limits
 from bert2lr.errors import UserError
-from bert2lr.linear import LinearTextModel
+from bert2lr.linear import LinearTextModel, PythonScorer
 
 
 WORDS = ["good", "bad", "Film", "the", "İstanbul", "naïve", "x", "ÉTÉ", "don't", "a_b", "١٢٣", "日本語",
@@ -120,12 +121,13 @@ def test_the_compiled_scorer_refuses_a_huge_ngram_range_instead_of_crashing():
         "ngram range (2, 1) is not within 1..8", "ngram range (1, 9) is not within 1..8"]
 
 
-def test_a_lower_that_returns_no_str_is_a_type_error():
+@pytest.mark.parametrize("scorer", [_featurize.LinearModel, PythonScorer])
+def test_a_lower_that_returns_no_str_is_a_type_error(scorer):
     class Shouting(str):
         def lower(self):
             return 3
 
-    model = _featurize.LinearModel(b"ab", np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b"", 0.0, 1, 1, False, False)
+    model = scorer(b"ab", np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b"", 0.0, 1, 1, False, False)
     with pytest.raises(TypeError, match="text 1: lower\\(\\) returned int, not a str"):
         model.decision_function(["ab", Shouting("AB")])
 
@@ -142,3 +144,46 @@ def test_a_lower_that_empties_the_list_being_scored_does_not_crash():
     model = _featurize.LinearModel(b"ab", np.array([0, 2]).tobytes(), np.ones(1).tobytes(), b"", 0.0, 1, 1,
                                    False, False)
     assert np.frombuffer(model.decision_function(texts, 4)).tolist() == [1.0] + [2.0] * 200
+
+
+@pytest.mark.parametrize("vectorizer", [
+    CountVectorizer(ngram_range=(1, 3)),
+    TfidfVectorizer(ngram_range=(1, 3), sublinear_tf=True, min_df=2),
+    TfidfVectorizer(ngram_range=(2, 2), max_features=50),
+    TfidfVectorizer(ngram_range=(1, 8), norm=None, min_df=2),
+])
+def test_the_python_scorer_equals_the_compiled_one_and_scikit_learn(vectorizer, monkeypatch):
+    texts, y = corpus()
+    X = vectorizer.fit_transform(texts)
+    ridge = Ridge(alpha=0.3).fit(X, y)
+    compiled = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    monkeypatch.setenv("BERT2LR_SCORER", "python")
+    python = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    assert isinstance(python._scorer, PythonScorer) and not isinstance(compiled._scorer, PythonScorer)
+    unseen, _ = corpus(seed=1)
+    for batch in (texts, unseen):
+        logits = python.decision_function(batch)
+        np.testing.assert_allclose(logits, ridge.predict(vectorizer.transform(batch)), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(logits, compiled.decision_function(batch), rtol=0, atol=1e-9)
+
+
+def test_without_the_extension_the_python_scorer_is_used_with_a_warning(tmp_path):
+    texts, y = corpus()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    ridge = Ridge().fit(vectorizer.fit_transform(texts), y)
+    model = LinearTextModel.from_sklearn(vectorizer, ridge.coef_, ridge.intercept_)
+    model.save(tmp_path / "model.npz")
+    (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+    code = (  # None in sys.modules makes the import fail as it does where the extension was not built
+        "import sys, json; sys.modules['bert2lr._featurize'] = None\n"
+        "from bert2lr.linear import LinearTextModel, PythonScorer\n"
+        f"model = LinearTextModel.load({str(tmp_path)!r})\n"
+        "assert isinstance(model._scorer, PythonScorer)\n"
+        f"texts = json.load(open({str(tmp_path / 'texts.json')!r}, encoding='utf-8'))\n"
+        "print(json.dumps(model.decision_function(texts).tolist()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("bert2lr: warning: the compiled scorer cannot be imported")
+    assert len(result.stderr.splitlines()) == 1
+    np.testing.assert_allclose(json.loads(result.stdout), model.decision_function(texts), rtol=0, atol=1e-9)
