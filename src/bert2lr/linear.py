@@ -229,17 +229,88 @@ class LinearTextModel:
             data = path.read_bytes()
         except FileNotFoundError:
             raise UserError(f"{path}: model file not found") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the model file ({exc.strerror})") from None
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            config = json.loads(str(arrays.pop("config")))
-            if config.get("format") != FORMAT:
-                raise ValueError(f"format {config.get('format')!r}, expected {FORMAT!r}")
-            return cls(
-                vocabulary=arrays["vocabulary"], offsets=arrays["offsets"], coef=arrays["coef"],
-                idf=arrays["idf"], intercept=float(arrays["intercept"]),
-                ngram_range=tuple(config["ngram_range"]), sublinear_tf=bool(config["sublinear_tf"]),
-                l2_norm=bool(config["l2_norm"]),
-            )
+            return cls(**_checked_fields(_read_arrays(data)))
         except (zipfile.BadZipFile, KeyError, ValueError, TypeError, EOFError, OSError) as exc:
             raise UserError(f"{path}: not a valid bert2lr linear model ({exc})") from None
+
+
+_MEMBERS = ("config", "vocabulary", "offsets", "coef", "idf", "intercept")
+_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The model's arrays, each checked against the zip directory and its npy header before its data
+    is read: save() stores members uncompressed, so none can unpack to more than the whole file."""
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in _MEMBERS:
+            try:
+                info = archive.getinfo(f"{name}.npy")
+            except KeyError:
+                raise ValueError(f"no {name} array") from None
+            if info.file_size > len(data):
+                raise ValueError(f"{name} unpacks to {info.file_size:,} bytes, more than the file's {len(data):,}")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _NPY_HEADER:
+                    raise ValueError(f"{name} is in npy format {version}, not 1.0 or 2.0")
+                shape, fortran_order, dtype = _NPY_HEADER[version](member)
+                if dtype.hasobject:
+                    raise ValueError(f"{name} holds Python objects")
+                size, left = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
+                if size != left:
+                    raise ValueError(f"{name}'s header announces {size:,} bytes of data, but it holds {left:,}")
+                arrays[name] = np.frombuffer(member.read(left), dtype=dtype).reshape(
+                    shape, order="F" if fortran_order else "C")
+    return arrays
+
+
+def _kind(array: np.ndarray) -> str:
+    return f"{array.dtype} of shape {array.shape}"
+
+
+def _checked_fields(arrays: dict[str, np.ndarray]) -> dict:
+    """LinearTextModel's fields from a model file's arrays, each checked for type, shape and range."""
+    config = arrays["config"]
+    if config.dtype.kind != "U" or config.shape != ():
+        raise ValueError(f"config is {_kind(config)}, expected a JSON string")
+    config = json.loads(str(config[()]))
+    if not isinstance(config, dict):
+        raise ValueError("config is not a JSON object")
+    if config.get("format") != FORMAT:
+        raise ValueError(f"format {config.get('format')!r}, expected {FORMAT!r}")
+    ngram_range = config.get("ngram_range")
+    if not (isinstance(ngram_range, list) and len(ngram_range) == 2 and all(type(n) is int for n in ngram_range)
+            and 1 <= ngram_range[0] <= ngram_range[1] <= MAX_NGRAM):
+        raise ValueError(f"config.ngram_range is {ngram_range!r}, expected [min, max] with "
+                         f"1 <= min <= max <= {MAX_NGRAM}")
+    for key in ("sublinear_tf", "l2_norm"):
+        if type(config.get(key)) is not bool:
+            raise ValueError(f"config.{key} is {config.get(key)!r}, expected true or false")
+
+    vocabulary, offsets, coef = arrays["vocabulary"], arrays["offsets"], arrays["coef"]
+    idf, intercept = arrays["idf"], arrays["intercept"]
+    floats = (coef, idf, intercept)
+    if vocabulary.dtype != np.uint8 or vocabulary.ndim != 1:
+        raise ValueError(f"vocabulary is {_kind(vocabulary)}, expected uint8 of one dimension")
+    if any(a.dtype.kind != "f" or a.dtype.itemsize != 8 for a in floats) or coef.ndim != 1:
+        raise ValueError(f"coef, idf and intercept are {_kind(coef)}, {_kind(idf)}, {_kind(intercept)}; "
+                         "expected float64 of shapes (n,), (0,) or (n,), and ()")
+    n = len(coef)
+    if idf.shape not in ((0,), (n,)) or intercept.shape != ():
+        raise ValueError(f"idf is {_kind(idf)} and intercept {_kind(intercept)} for {n} coefficients; "
+                         f"expected idf of shape (0,) or ({n},) and intercept of shape ()")
+    if offsets.dtype.kind != "i" or offsets.dtype.itemsize != 8 or offsets.shape != (n + 1,):
+        raise ValueError(f"offsets is {_kind(offsets)}, expected int64 of shape ({n + 1},)")
+    # NaN or infinity would give NaN logits: a NaN prediction, a 500 from the service.
+    for name, array in (("coef", coef), ("idf", idf)):
+        bad = np.flatnonzero(~np.isfinite(array))
+        if len(bad):
+            raise ValueError(f"{name}[{bad[0]}] is {array[bad[0]]}")
+    if not np.isfinite(intercept):
+        raise ValueError(f"intercept is {intercept}")
+    return dict(vocabulary=vocabulary, offsets=offsets, coef=coef, idf=idf, intercept=float(intercept),
+                ngram_range=tuple(ngram_range), sublinear_tf=config["sublinear_tf"], l2_norm=config["l2_norm"])
