@@ -79,6 +79,63 @@ def test_a_student_that_failed_its_gate_needs_allow_ungated(student_dir, tmp_pat
     assert cli.returncode == 2 and "failed its quality gate" in cli.stderr and "Traceback" not in cli.stderr
 
 
+def test_a_gate_passed_as_the_string_false_is_refused(student_dir, tmp_path):
+    quoted = with_gate(student_dir, tmp_path / "quoted", "false")
+    with pytest.raises(UserError, match="lineage.json: gate.passed is 'false'; expected true or false$"):
+        load_student(quoted, allow_ungated=True)
+    cli = subprocess.run([sys.executable, "-m", "bert2lr", "predict", "good", "--model", str(quoted)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert cli.stderr.splitlines() == [f"bert2lr: error: {quoted / 'lineage.json'}: gate.passed is 'false'; "
+                                       "expected true or false"]
+
+
+def set_field(record: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        record = record[key]
+    if value is KeyError:
+        del record[last]
+    else:
+        record[last] = value
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.sha256", "ABC", "model.sha256 is 'ABC'; expected 64 lowercase hex digits"),
+    ("model.sha256", 12, "model.sha256 is 12; expected 64 lowercase hex digits"),
+    ("gate.passed", 1, "gate.passed is 1; expected true or false"),
+    ("gate.passed", None, "gate.passed is None; expected true or false"),
+    ("gate.passed", KeyError, "gate.passed is missing; expected true or false"),
+    ("gate", [True], "gate is [True]; expected an object"),
+    ("gate.baseline_accuracy", "0.8", "gate.baseline_accuracy is '0.8'; expected a finite number"),
+    ("metrics.accuracy", "0.9", "metrics.accuracy is '0.9'; expected a finite number"),
+    ("metrics.accuracy", float("nan"), "metrics.accuracy is nan; expected a finite number"),
+    ("metrics.accuracy", True, "metrics.accuracy is True; expected a finite number"),
+    ("metrics.n_test", -1, "metrics.n_test is -1; expected a whole number >= 0"),
+    ("metrics", KeyError, "metrics is missing; expected an object"),
+    ("format", "something/1", "format is 'something/1'; expected 'bert2lr-lineage/1'"),
+    ("splits.test.sha256", None, "splits.test.sha256 is None; expected 64 lowercase hex digits"),
+    ("versions", ["bert2lr"], "versions is ['bert2lr']; expected an object"),
+    ("reviews.labeled", [1, 2], "reviews.labeled is [1, 2]; expected a list of strings"),
+])
+def test_a_malformed_lineage_record_is_refused_with_one_line_naming_the_field(gated, tmp_path, field, value,
+                                                                             message):
+    spoiled = shutil.copytree(gated, tmp_path / "spoiled")
+    record = json.loads((spoiled / "lineage.json").read_text())
+    set_field(record, field, value)
+    (spoiled / "lineage.json").write_text(json.dumps(record))
+    with pytest.raises(UserError) as error:
+        load_student(spoiled)
+    assert str(error.value) == f"{spoiled / 'lineage.json'}: {message}"
+
+
+def test_a_lineage_record_that_is_no_object_is_refused(gated, tmp_path):
+    spoiled = shutil.copytree(gated, tmp_path / "spoiled")
+    (spoiled / "lineage.json").write_text("[]")
+    with pytest.raises(UserError, match="lineage.json: not a bert2lr lineage record \\(expected a JSON object\\)$"):
+        load_student(spoiled)
+
+
 def test_predict_cli_reads_arguments_files_and_stdin(gated, tmp_path):
     review = tmp_path / "review.txt"
     review.write_text("a wonderful, moving film\nwith two lines", encoding="utf-8")

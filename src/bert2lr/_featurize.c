@@ -8,10 +8,31 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Batches are split over POSIX threads where there are some; elsewhere (or built with
+ * -DBERT2LR_SINGLE_THREADED, which checks that path on Linux) one thread scores them. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+#if defined(_POSIX_THREADS) && _POSIX_THREADS > 0 && !defined(BERT2LR_SINGLE_THREADED)
+#include <pthread.h>
+#define HAVE_THREADS 1
+#else
+#define HAVE_THREADS 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+
+/* The longest n-gram scored (in words); bert2lr.limits.MAX_NGRAM must agree (a test checks). */
+#define MAX_NGRAM 8
+#define MAX_THREADS 8
 
 /* One vocabulary entry per slot, with what scoring needs, so that a lookup touches one cache line. */
 typedef struct {
@@ -74,10 +95,14 @@ static inline uint64_t ngram_key(const uint64_t *tok, int n) {
     return mix64(h ^ (uint64_t)n);
 }
 
+/* Grow an array to at least `need` items of `item` bytes; -1 (and nothing changed) when that
+ * many bytes cannot be counted in a Py_ssize_t or allocated. */
 static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
     if (need <= *cap) return 0;
+    Py_ssize_t most = PY_SSIZE_T_MAX / (Py_ssize_t)item;
+    if (need > most) return -1;
     Py_ssize_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
+    while (c < need) c = c > most / 2 ? most : c * 2;
     void *q = PyMem_RawRealloc(*p, (size_t)c * item); /* the Raw allocator needs no GIL */
     if (!q) return -1;
     *p = q;
@@ -124,7 +149,10 @@ static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize
     }
 
     s->n_keys = 0;
-    Py_ssize_t most = s->n_tokens * (m->ngram_max - m->ngram_min + 1);
+    /* At most MAX_NGRAM sizes; the model checked 1 <= ngram_min <= ngram_max <= MAX_NGRAM. */
+    Py_ssize_t sizes = m->ngram_max - m->ngram_min + 1;
+    if (s->n_tokens > (PY_SSIZE_T_MAX - 1) / sizes) return -1;
+    Py_ssize_t most = s->n_tokens * sizes;
     if (grow((void **)&s->keys, &s->key_cap, most + 1, sizeof(uint64_t)) < 0 ||
         grow((void **)&s->found, &s->found_cap, most + 1, sizeof(int64_t)) < 0)
         return -1;
@@ -134,16 +162,17 @@ static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize
     /* Probe with the slots of later keys already on their way from memory. */
     Py_ssize_t n_found = 0;
     for (Py_ssize_t i = 0; i < s->n_keys && i < PREFETCH_DISTANCE; i++)
-        __builtin_prefetch(&m->slots[s->keys[i] & m->mask]);
+        PREFETCH(&m->slots[s->keys[i] & m->mask]);
     for (Py_ssize_t i = 0; i < s->n_keys; i++) {
         if (i + PREFETCH_DISTANCE < s->n_keys)
-            __builtin_prefetch(&m->slots[s->keys[i + PREFETCH_DISTANCE] & m->mask]);
+            PREFETCH(&m->slots[s->keys[i + PREFETCH_DISTANCE] & m->mask]);
         int64_t slot = probe(m, s->keys[i]);
         if (slot >= 0) s->found[n_found++] = slot;
     }
 
     /* Count repeated n-grams. */
     Py_ssize_t size = 64;
+    if (n_found > PY_SSIZE_T_MAX / 4 / (Py_ssize_t)sizeof(int64_t)) return -1;
     while (size < 2 * n_found) size *= 2;
     if (grow((void **)&s->seen, &s->seen_cap, size, sizeof(int64_t)) < 0 ||
         grow((void **)&s->uniq, &s->uniq_cap, n_found + 1, sizeof(int64_t)) < 0 ||
@@ -177,21 +206,32 @@ static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize
     return 0;
 }
 
-/* Decode one vocabulary entry (UTF-8, surrogates allowed) into token hashes. */
+/* Decode one vocabulary entry (strict UTF-8, surrogates allowed as "surrogatepass" writes them)
+ * into the hashes of its space-separated tokens; -1 for bytes that are not UTF-8, an empty token
+ * or more than max_tokens tokens. */
 static int entry_tokens(const unsigned char *b, Py_ssize_t len, uint64_t *tok, int max_tokens) {
     int n = 0, in_token = 0;
     uint64_t h = token_start();
     for (Py_ssize_t i = 0; i <= len;) {
         Py_UCS4 c;
-        if (i == len) { c = ' '; i++; }
-        else if (b[i] < 0x80) { c = b[i]; i += 1; }
-        else if ((b[i] & 0xE0) == 0xC0 && i + 1 < len) { c = ((b[i] & 0x1F) << 6) | (b[i + 1] & 0x3F); i += 2; }
-        else if ((b[i] & 0xF0) == 0xE0 && i + 2 < len) {
-            c = ((b[i] & 0x0F) << 12) | ((b[i + 1] & 0x3F) << 6) | (b[i + 2] & 0x3F); i += 3;
-        } else if ((b[i] & 0xF8) == 0xF0 && i + 3 < len) {
-            c = ((b[i] & 0x07) << 18) | ((b[i + 1] & 0x3F) << 12) | ((b[i + 2] & 0x3F) << 6) | (b[i + 3] & 0x3F);
-            i += 4;
-        } else return -1;
+        Py_ssize_t width = i == len ? 0 : b[i] < 0x80 ? 1 : (b[i] & 0xE0) == 0xC0 ? 2 : (b[i] & 0xF0) == 0xE0 ? 3
+                         : (b[i] & 0xF8) == 0xF0 ? 4 : -1;
+        if (width < 0 || width > len - i) return -1;
+        for (Py_ssize_t k = 1; k < width; k++)
+            if ((b[i + k] & 0xC0) != 0x80) return -1;
+        switch (width) {
+        case 0: c = ' '; break;
+        case 1: c = b[i]; break;
+        case 2: c = ((Py_UCS4)(b[i] & 0x1F) << 6) | (b[i + 1] & 0x3F); break;
+        case 3: c = ((Py_UCS4)(b[i] & 0x0F) << 12) | ((Py_UCS4)(b[i + 1] & 0x3F) << 6) | (b[i + 2] & 0x3F); break;
+        default:
+            c = ((Py_UCS4)(b[i] & 0x07) << 18) | ((Py_UCS4)(b[i + 1] & 0x3F) << 12) | ((Py_UCS4)(b[i + 2] & 0x3F) << 6)
+                | (b[i + 3] & 0x3F);
+        }
+        /* Overlong forms would give a second spelling of the same n-gram. */
+        static const Py_UCS4 least[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (width > 1 && (c < least[width] || c > 0x10FFFF)) return -1;
+        i += width ? width : 1;
         if (c == ' ') {
             if (!in_token || n == max_tokens) return -1;
             tok[n++] = h;
@@ -205,6 +245,19 @@ static int entry_tokens(const unsigned char *b, Py_ssize_t len, uint64_t *tok, i
     return n;
 }
 
+/* Array items by memcpy: a buffer from Python need not be aligned. */
+static inline int64_t item_i64(const Py_buffer *b, Py_ssize_t i) {
+    int64_t v;
+    memcpy(&v, (const char *)b->buf + i * (Py_ssize_t)sizeof v, sizeof v);
+    return v;
+}
+
+static inline double item_f64(const Py_buffer *b, Py_ssize_t i) {
+    double v;
+    memcpy(&v, (const char *)b->buf + i * (Py_ssize_t)sizeof v, sizeof v);
+    return v;
+}
+
 static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"vocabulary", "offsets", "coef", "idf", "intercept", "ngram_min",
                              "ngram_max", "sublinear_tf", "l2", NULL};
@@ -214,24 +267,39 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*y*diipp", kwlist, &blob, &offsets, &coef,
                                      &idf, &intercept, &ngram_min, &ngram_max, &sublinear, &l2))
         return -1;
-    int rc = -1;
+    int rc = -1, built = 0;
     if (self->slots) {
         PyErr_SetString(PyExc_RuntimeError, "model is already initialised");
         goto done;
     }
-    Py_ssize_t n = coef.len / (Py_ssize_t)sizeof(double);
-    if (coef.len % sizeof(double) || offsets.len != (n + 1) * (Py_ssize_t)sizeof(int64_t) ||
-        (idf.len != 0 && idf.len != coef.len) || ngram_min < 1 || ngram_max < ngram_min) {
-        PyErr_SetString(PyExc_ValueError, "inconsistent model arrays");
+    /* Every size below comes from a model file: none is trusted. */
+    if (ngram_min < 1 || ngram_max < ngram_min || ngram_max > MAX_NGRAM) {
+        PyErr_Format(PyExc_ValueError, "ngram range (%d, %d) is not within 1..%d", ngram_min, ngram_max, MAX_NGRAM);
         goto done;
     }
-    const int64_t *off = (const int64_t *)offsets.buf;
-    if (off[0] != 0 || off[n] != blob.len) {
+    Py_ssize_t n = coef.len / (Py_ssize_t)sizeof(double);
+    if (coef.len % (Py_ssize_t)sizeof(double) || offsets.len % (Py_ssize_t)sizeof(int64_t) ||
+        offsets.len / (Py_ssize_t)sizeof(int64_t) - 1 != n || (idf.len != 0 && idf.len != coef.len)) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n coefficients, n + 1 offsets and "
+                                          "0 or n idf weights, each 8 bytes");
+        goto done;
+    }
+    /* The table has at most 4n slots (a power of two at least 2n). */
+    if (n > PY_SSIZE_T_MAX / 4 / (Py_ssize_t)sizeof(Slot)) {
+        PyErr_SetString(PyExc_ValueError, "too many features");
+        goto done;
+    }
+    if (!isfinite(intercept)) {
+        PyErr_SetString(PyExc_ValueError, "the intercept is not finite");
+        goto done;
+    }
+    if (item_i64(&offsets, 0) != 0 || item_i64(&offsets, n) != blob.len) {
         PyErr_SetString(PyExc_ValueError, "vocabulary offsets do not cover the vocabulary");
         goto done;
     }
+    /* From 0 to the vocabulary's length and never decreasing: so every entry lies inside it. */
     for (Py_ssize_t i = 0; i < n; i++)
-        if (off[i + 1] < off[i]) {
+        if (item_i64(&offsets, i + 1) < item_i64(&offsets, i)) {
             PyErr_SetString(PyExc_ValueError, "vocabulary offsets are not increasing");
             goto done;
         }
@@ -244,17 +312,24 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     uint64_t size = 16;
     while (size < (uint64_t)n * 2) size <<= 1;
     self->mask = size - 1;
-    self->slots = PyMem_Malloc(size * sizeof(Slot));
+    self->slots = PyMem_Malloc((size_t)size * sizeof(Slot));
     if (!self->slots) { PyErr_NoMemory(); goto done; }
+    built = 1;
     for (uint64_t i = 0; i < size; i++) self->slots[i].feature = -1;
     const unsigned char *bytes = (const unsigned char *)blob.buf;
-    const double *c = (const double *)coef.buf, *w = idf.len ? (const double *)idf.buf : NULL;
-    uint64_t tok[64];
+    uint64_t tok[MAX_NGRAM];
     for (Py_ssize_t f = 0; f < n; f++) {
-        int g = entry_tokens(bytes + off[f], off[f + 1] - off[f], tok, ngram_max < 64 ? ngram_max : 64);
+        int64_t start = item_i64(&offsets, f);
+        int g = entry_tokens(bytes + start, (Py_ssize_t)(item_i64(&offsets, f + 1) - start), tok, ngram_max);
         if (g < ngram_min || g > ngram_max) {
             PyErr_Format(PyExc_ValueError, "vocabulary entry %zd is not a %d..%d-gram of word tokens", f,
                          ngram_min, ngram_max);
+            goto done;
+        }
+        double weight = idf.len ? item_f64(&idf, f) : 1.0, c = item_f64(&coef, f);
+        if (!isfinite(weight) || !isfinite(c)) {
+            PyErr_Format(PyExc_ValueError, "the %s of feature %zd is not finite", isfinite(c) ? "idf" : "coefficient",
+                         f);
             goto done;
         }
         uint64_t key = ngram_key(tok, g);
@@ -264,11 +339,15 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
         }
         uint64_t i = key & self->mask;
         while (self->slots[i].feature >= 0) i = (i + 1) & self->mask;
-        double weight = w ? w[f] : 1.0;
-        self->slots[i] = (Slot){key, f, weight, c[f] * weight};
+        self->slots[i] = (Slot){key, f, weight, c * weight};
     }
     rc = 0;
 done:
+    if (rc < 0 && built) {
+        /* A half-built table must not be scored: the model stays uninitialised. */
+        PyMem_Free(self->slots);
+        self->slots = NULL;
+    }
     PyBuffer_Release(&blob);
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&coef);
@@ -309,44 +388,62 @@ static PyObject *LinearModel_decision_function(LinearModel *self, PyObject *args
         PyErr_SetString(PyExc_RuntimeError, "model is not initialised");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence of str");
-    if (!seq) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
-    PyObject **lowered = PyMem_Calloc(n ? (size_t)n : 1, sizeof(PyObject *));
+    /* A tuple, not the caller's list: a lower() written in Python could shrink a list under us. */
+    PyObject *seq = PySequence_Tuple(texts);
+    if (!seq) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "texts must be a sequence of str");
+        }
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    PyObject *result = NULL;
+    PyObject **lowered = NULL;
     Py_ssize_t ready = 0;
     int failed = 0;
+    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double)) { PyErr_NoMemory(); goto done; }
+    result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
+    lowered = PyMem_Calloc(n ? (size_t)n : 1, sizeof(PyObject *));
     if (!result || !lowered) { PyErr_NoMemory(); goto done; }
     /* str.lower() needs the GIL (and gives the full Unicode case mapping that scikit-learn uses). */
     for (; ready < n; ready++) {
-        PyObject *t = PySequence_Fast_GET_ITEM(seq, ready);
+        PyObject *t = PyTuple_GET_ITEM(seq, ready);
         if (!PyUnicode_Check(t)) {
             PyErr_SetString(PyExc_TypeError, "every text must be a str");
             goto done;
         }
-        if (!(lowered[ready] = PyObject_CallMethod(t, "lower", NULL))) goto done;
+        PyObject *low = PyObject_CallMethod(t, "lower", NULL);
+        if (!low) goto done;
+        if (!PyUnicode_Check(low)) { /* a str subclass may override lower() */
+            PyErr_Format(PyExc_TypeError, "text %zd: lower() returned %.100s, not a str", ready, Py_TYPE(low)->tp_name);
+            Py_DECREF(low);
+            goto done;
+        }
+        lowered[ready] = low;
     }
     double *out = (double *)PyBytes_AS_STRING(result);
     /* Threads pay off on batches only; one thread scores small batches in place. */
-    if (threads > 8) threads = 8;
-    if (threads < 1 || n < 64 * threads) threads = 1;
-    Work work[8];
-    pthread_t ids[8];
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (!HAVE_THREADS || threads < 1 || n < 64 * (Py_ssize_t)threads) threads = 1;
+    Work work[MAX_THREADS];
     Py_ssize_t per = (n + threads - 1) / threads;
     for (int k = 0; k < threads; k++)
         work[k] = (Work){self, lowered, out, k * per, (k + 1) * per < n ? (k + 1) * per : n, 0};
     Py_BEGIN_ALLOW_THREADS
-    int started = 0;
+#if HAVE_THREADS
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
     for (int k = 1; k < threads; k++) {
-        if (pthread_create(&ids[k], NULL, score_range, &work[k]) != 0) { /* score it here instead */
-            score_range(&work[k]);
-            continue;
-        }
-        started |= 1 << k;
+        if (pthread_create(&ids[k], NULL, score_range, &work[k]) != 0) score_range(&work[k]); /* here instead */
+        else started[k] = 1;
     }
     score_range(&work[0]);
     for (int k = 1; k < threads; k++)
-        if (started & (1 << k)) pthread_join(ids[k], NULL);
+        if (started[k]) pthread_join(ids[k], NULL);
+#else
+    score_range(&work[0]);
+#endif
     Py_END_ALLOW_THREADS
     for (int k = 0; k < threads; k++) failed |= work[k].failed;
     if (failed) PyErr_NoMemory();
@@ -390,6 +487,11 @@ PyMODINIT_FUNC PyInit__featurize(void) {
     Py_INCREF(&LinearModelType);
     if (PyModule_AddObject(m, "LinearModel", (PyObject *)&LinearModelType) < 0) {
         Py_DECREF(&LinearModelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "MAX_NGRAM", MAX_NGRAM) < 0 ||
+        PyModule_AddIntConstant(m, "THREADED", HAVE_THREADS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -5,10 +5,14 @@ Imports numpy and the compiled featurizer only: neither torch nor transformers.
 
 from __future__ import annotations
 
+import math
+import re
+import reprlib
 from pathlib import Path
 
 from bert2lr.errors import UserError
 from bert2lr.files import read_json, sha256_file
+from bert2lr.lineage import FORMAT as LINEAGE_FORMAT
 from bert2lr.lineage import LINEAGE_FILE
 from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
 
@@ -25,16 +29,79 @@ def student_files(path: Path | str) -> tuple[Path, Path]:
     return model, folder / LINEAGE_FILE
 
 
+def _number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # bool is not a number here
+
+
+def _sha256(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_SHA256 = (_sha256, "64 lowercase hex digits")
+_NUMBER = (_number, "a finite number")
+_COUNT = (lambda v: type(v) is int and v >= 0, "a whole number >= 0")
+_OBJECT = (lambda v: isinstance(v, dict), "an object")
+# Every field that serving, predict and audit read, so that none of them meets a wrong type later;
+# "*" stands for each key of an object.
+_LINEAGE_FIELDS = {
+    "format": (lambda v: v == LINEAGE_FORMAT, repr(LINEAGE_FORMAT)),
+    "created": _TEXT,
+    "model.file": _TEXT, "model.sha256": _SHA256, "model.n_features": _COUNT,
+    "gate.passed": (lambda v: type(v) is bool, "true or false"),
+    "gate.baseline_accuracy": _NUMBER, "gate.margin": _NUMBER,
+    "metrics.accuracy": _NUMBER, "metrics.test_full_accuracy": _NUMBER,
+    "metrics.n_test": _COUNT, "metrics.n_test_full": _COUNT, "metrics.*": _NUMBER,
+    "archive.path": _TEXT, "archive.sha256": _SHA256,
+    "splits": _OBJECT, "splits.*.path": _TEXT, "splits.*.sha256": _SHA256, "splits.*.n_reviews": _COUNT,
+    "teacher.base_model": _TEXT, "teacher.params": _OBJECT,
+    "teacher.weights.path": _TEXT, "teacher.weights.sha256": _SHA256,
+    "teacher_logits.path": _TEXT, "teacher_logits.sha256": _SHA256,
+    "student.params": _OBJECT,
+    "git.commit": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "git.dirty": (lambda v: v is None or type(v) is bool, "true, false or null"),
+    "versions": _OBJECT, "versions.*": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "reviews": _OBJECT, "reviews.*": (_strings, "a list of strings"),
+}
+_MISSING = object()
+
+
+def _fields(record, path: list[str], name: str = ""):
+    """(dotted name, value, expected) per field that a pattern such as "splits.*.path" names: expected is
+    None where the value is the field itself, "an object" where it is a container of the wrong type."""
+    if not path:
+        yield name, record, None
+    elif not isinstance(record, dict):
+        yield name, record, "an object"
+    else:
+        for key in list(record) if path[0] == "*" else [path[0]]:
+            yield from _fields(record.get(key, _MISSING), path[1:], f"{name}.{key}" if name else key)
+
+
+def check_lineage(record: Path, lineage) -> dict:
+    """The record, once each field bert2lr reads has the expected type; else a UserError naming the field."""
+    if not isinstance(lineage, dict):
+        raise UserError(f"{record}: not a bert2lr lineage record (expected a JSON object)")
+    for pattern, (valid, expected) in _LINEAGE_FIELDS.items():
+        for name, value, container in _fields(lineage, pattern.split(".")):
+            if value is _MISSING:
+                raise UserError(f"{record}: {name} is missing; expected {container or expected}")
+            if container or not valid(value):
+                raise UserError(f"{record}: {name} is {reprlib.repr(value)}; expected {container or expected}")
+    return lineage
+
+
 def read_lineage(path: Path | str) -> dict:
-    """The lineage record of a student; a student without one is refused."""
+    """The lineage record of a student, checked; a student without one is refused."""
     model, record = student_files(path)
     if not record.is_file():
         raise UserError(f"{model}: no {LINEAGE_FILE} beside it, so its origin cannot be told; "
                         "bert2lr only serves and audits students the pipeline wrote")
-    lineage = read_json(record, "lineage record")
-    if not isinstance(lineage, dict) or "model" not in lineage or "gate" not in lineage:
-        raise UserError(f"{record}: not a bert2lr lineage record")
-    return lineage
+    return check_lineage(record, read_json(record, "lineage record"))
 
 
 def load_student(path: Path | str = DEFAULT_STUDENT, allow_ungated: bool = False) -> tuple[LinearTextModel, dict]:
