@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -120,10 +121,13 @@ def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 2
             raise BadRequest(400, 'empty body; expected JSON {"texts": ["...", ...]}')
         try:
             payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(400, f"invalid JSON: {exc}") from None
         except RecursionError:
             raise BadRequest(400, "invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # not JSON, not UTF-8, or an integer of more than 4,300 digits
-            raise BadRequest(400, f"invalid JSON: {exc}") from None
+        except ValueError:  # Python refuses to convert longer integers (a CPU-time guard)
+            raise BadRequest(400, f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} "
+                                  "digits") from None
         texts = payload.get("texts") if isinstance(payload, dict) else None
         if not isinstance(texts, list):
             raise BadRequest(422, 'expected a JSON object with "texts", a list of strings')
