@@ -1,15 +1,12 @@
-"""The deployable student: torch-free loading, tamper and gate checks, predict and the HTTP service."""
+"""The deployable student: torch-free loading, tamper and gate checks, predict (the HTTP service: test_serve.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
 
@@ -147,58 +144,3 @@ def test_predict_cli_reads_arguments_files_and_stdin(gated, tmp_path):
     assert len(rows) == 2 and set(rows[0]) == {"label", "probability", "logit"}
     assert [json.loads(line) for line in from_stdin.stdout.splitlines()] == rows
     assert len(from_file.stdout.splitlines()) == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(student_dir, tmp_path_factory):
-    model = with_gate(student_dir, tmp_path_factory.mktemp("srv") / "student", True)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bert2lr", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model),
-         "--max-batch", "8", "--max-chars", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("the server did not start: " + process.stderr.read().decode())
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def test_service_predicts_and_describes_its_model(server, gated):
-    response = httpx.post(server + "/predict", json={"texts": ["great film", "awful film"]})
-    assert response.status_code == 200
-    expected = predictions(load_student(gated)[0], ["great film", "awful film"])
-    assert response.json()["predictions"] == expected
-    card = httpx.get(server + "/model").json()
-    assert card["gate"]["passed"] is True and "accuracy" in card["metrics"] and "reviews" not in card
-
-
-@pytest.mark.parametrize("body, status, fragment", [
-    (b"", 400, "empty body"),
-    (b"{not json", 400, "invalid JSON"),
-    (b'["a"]', 422, '"texts", a list of strings'),
-    (b'{"texts": []}', 422, '"texts" is empty'),
-    (b'{"texts": ["ok", 3]}', 422, '"texts"[1] is int'),
-    (b'{"texts": "just a string"}', 422, "a list of strings"),
-    (json.dumps({"texts": ["x"] * 9}).encode(), 413, "at most 8 per request"),
-    (json.dumps({"texts": ["x" * 1001]}).encode(), 413, "has 1001 characters; at most 1000"),
-])
-def test_bad_requests_get_a_4xx_and_the_service_keeps_serving(server, body, status, fragment):
-    response = httpx.post(server + "/predict", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == status
-    assert fragment in response.json()["error"]
-    assert httpx.get(server + "/health").json() == {"status": "ok"}

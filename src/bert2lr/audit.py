@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 from pathlib import Path
 
-import yaml
-
 from bert2lr.deploy import read_lineage, student_files
-from bert2lr.files import sha256_file, sha256_tree
+from bert2lr.files import sha256_file, sha256_manifest, sha256_tree
+from bert2lr.lineage import LINEAGE_FILE
 
 
 def describe(lineage: dict) -> str:
@@ -37,55 +36,118 @@ def describe(lineage: dict) -> str:
     return "\n".join(lines)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def project_root(student: Path) -> Path | None:
+    """The DVC project above a student (its dvc.lock records it), or None outside any."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Path(Repo.find_root(str(Path(student).resolve().parent)))
+    except NotDvcRepoError:
+        return None
 
 
-def _lock_checks(lock: Path, stage: str = "student") -> list[tuple[bool, str, str]]:
-    """Compare the files dvc.lock records for the stage that made the student with the workspace."""
-    if not lock.is_file():
-        return [(False, "dvc.lock", f"{lock} not found")]
-    entries = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage)
-    if not entries:
-        return [(False, "dvc.lock", f"{lock} has no '{stage}' stage")]
-    mismatched, checked = [], 0
-    for entry in entries.get("deps", []) + entries.get("outs", []):
-        path = lock.parent / entry["path"]
-        if entry.get("md5", "").endswith(".dir") or not path.is_file():
-            continue  # folders are covered by the per-file hashes of the lineage record
-        checked += 1
-        if _md5(path) != entry.get("md5"):
-            mismatched.append(entry["path"])
-    if mismatched:
-        return [(False, "dvc.lock", "differs from the workspace for " + ", ".join(mismatched))]
-    return [(True, "dvc.lock", f"the '{stage}' stage's {checked} recorded files match")]
+def _file_check(what: str, path: Path, expected: str) -> tuple[bool, str, str]:
+    if not path.is_file():
+        return False, what, f"{path} is missing"
+    actual = sha256_file(path)
+    if actual != expected:
+        return False, what, f"{path}  sha256 {actual[:16]}… but the record says {expected[:16]}…"
+    return True, what, f"{path}  sha256 {actual[:16]}…"
 
 
-def verify(path: Path | str, root: Path | str = ".") -> list[tuple[bool, str, str]]:
-    """(matches, what, detail) per artifact the lineage names, recomputed from the workspace."""
-    root = Path(root)
-    model_file, _ = student_files(path)
+def _teacher_check(root: Path, teacher: dict) -> tuple[bool, str, str]:
+    """Every file of the teacher folder against the record's manifest (older records: the weights only)."""
+    if "files" not in teacher:
+        weights = root / teacher["weights"]["path"]
+        if not weights.exists():
+            return False, "teacher", f"{weights} is missing"
+        actual = sha256_tree(weights)
+        ok = actual == teacher["weights"]["sha256"]
+        return ok, "teacher", f"{weights}  sha256 {actual[:16]}…" + (
+            "" if ok else f" but the record says {teacher['weights']['sha256'][:16]}… (record without a manifest)")
+    folder = root / teacher["path"]
+    recorded = teacher["files"]
+    actual = sha256_manifest(folder) if folder.is_dir() else {}
+    if not actual:
+        return False, "teacher", f"{folder} is missing"
+    changed = sorted(name for name in recorded if name in actual and actual[name] != recorded[name])
+    missing = sorted(set(recorded) - set(actual))
+    extra = sorted(set(actual) - set(recorded))
+    problems = [f"{label}: {', '.join(names)}" for label, names in
+                (("changed", changed), ("missing", missing), ("not in the record", extra)) if names]
+    if problems:
+        return False, "teacher", f"{folder}  " + "; ".join(problems)
+    return True, "teacher", f"{folder}  all {len(recorded)} files match the record"
+
+
+def _stage_of(repo, path: Path):
+    """The stage that writes `path`, and that output."""
+    for stage in repo.index.stages:
+        for out in stage.outs:
+            if Path(out.fs_path) == path:
+                return stage, out
+    return None, None
+
+
+def _dvc_check(root: Path, student_dir: Path) -> tuple[bool, str, str]:
+    """The student folder (lineage.json included) and the teacher stage's outputs against dvc.lock."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        student_stage, _ = _stage_of(repo, student_dir.resolve())
+        if student_stage is None:
+            return False, "dvc.lock", f"no stage of {root / 'dvc.yaml'} writes {student_dir}"
+        teacher_stage = next((s for s in repo.index.stages if getattr(s, "name", None) == "teacher"), None)
+        stages = [s for s in (student_stage, teacher_stage) if s is not None]
+        # Stage by stage: the changed outputs and dependencies dvc.lock knows of.
+        status = repo.status(targets=[s.addressing for s in stages])
+        # File by file inside the changed folders, from the per-file lists in DVC's cache.
+        # (data_status reads its targets relative to the project, whatever the current folder.)
+        granular = repo.data_status(targets=[os.path.relpath(out.fs_path, repo.root_dir)
+                                             for s in stages for out in s.outs], granular=True)
+    problems: dict[str, None] = {}  # ordered, without repeats: the teacher is also the student's dependency
+    for stage_name, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):
+                problems[f"{stage_name}: {change}"] = None
+                continue
+            for kind, paths in change.items():
+                for changed_path, state in (paths.items() if isinstance(paths, dict) else [(paths, "")]):
+                    problems[f"{changed_path} {state}".strip()] = None
+    files = {p: kind for kind, paths in granular.get("uncommitted", {}).items()
+             for p in paths if not p.endswith(("/", "\\"))}
+    # Name the files inside a changed folder where DVC's cache lists them; keep the rest as DVC says it.
+    named = [f"{p} {kind}" for p, kind in sorted(files.items())]
+    named += [problem for problem in problems
+              if not any(p.startswith(problem.split(" ")[0].rstrip("/") + "/") for p in files)]
+    if problems:
+        detail = "; ".join(named)
+        return False, "dvc.lock", f"differs from what {root / 'dvc.lock'} records: {detail}"
+    names = " and ".join(f"'{s.name}'" for s in stages)
+    return True, "dvc.lock", f"the {names} stages' recorded files match, {LINEAGE_FILE} included"
+
+
+def verify(path: Path | str) -> list[tuple[bool, str, str]]:
+    """(matches, what, detail) per artifact the lineage names, recomputed from the workspace.
+
+    The record's paths are relative to the DVC project that made the student, found above the
+    student's own path, so the result does not depend on the current folder.
+    """
+    model_file, record_file = student_files(path)
     lineage = read_lineage(path)
-    checks = [(model_file, lineage["model"]["sha256"], "model", sha256_file)]
-    checks.append((root / lineage["archive"]["path"], lineage["archive"]["sha256"], "archive", sha256_file))
+    root = project_root(model_file)
+    base = root if root is not None else Path.cwd()
+    results = [_file_check("model", model_file, lineage["model"]["sha256"]),
+               _file_check("archive", base / lineage["archive"]["path"], lineage["archive"]["sha256"])]
     for name, split in lineage["splits"].items():
-        checks.append((root / split["path"], split["sha256"], f"split {name}", sha256_file))
-    checks.append((root / lineage["teacher"]["weights"]["path"], lineage["teacher"]["weights"]["sha256"],
-                   "teacher weights", sha256_tree))
-    checks.append((root / lineage["teacher_logits"]["path"], lineage["teacher_logits"]["sha256"],
-                   "teacher logits", sha256_file))
-    results = []
-    for file, expected, what, hasher in checks:
-        if not file.exists():
-            results.append((False, what, f"{file} is missing"))
-            continue
-        actual = hasher(file)
-        if actual == expected:
-            results.append((True, what, f"{file}  sha256 {actual[:16]}…"))
-        else:
-            results.append((False, what, f"{file}  sha256 {actual[:16]}… but the record says {expected[:16]}…"))
-    return results + _lock_checks(root / "dvc.lock")
+        results.append(_file_check(f"split {name}", base / split["path"], split["sha256"]))
+    results.append(_teacher_check(base, lineage["teacher"]))
+    results.append(_file_check("teacher logits", base / lineage["teacher_logits"]["path"],
+                               lineage["teacher_logits"]["sha256"]))
+    if root is None:
+        results.append((False, "dvc project", f"none above {record_file.parent}: {LINEAGE_FILE} itself cannot be "
+                        "checked against dvc.lock, and its paths were read from the current folder"))
+    else:
+        results.append(_dvc_check(root, record_file.parent))
+    return results

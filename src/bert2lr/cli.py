@@ -199,8 +199,11 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     model: Student = STUDENT,
     allow_ungated: Ungated = False,
-    max_batch: Annotated[int, typer.Option(help="most texts per request")] = 256,
-    max_chars: Annotated[int, typer.Option(help="most characters per text")] = 100_000,
+    max_batch: Annotated[int, typer.Option(min=1, help="most texts per request")] = 256,
+    max_chars: Annotated[int, typer.Option(min=1, help="most characters per text")] = 100_000,
+    max_body_bytes: Annotated[Optional[int], typer.Option(
+        min=1, help="largest request body, refused with 413 before it is read "
+                    "[default: a full batch of the longest ASCII texts, max-batch x (max-chars + 16) + 4096]")] = None,
 ) -> None:
     """Serve the student over HTTP: POST /predict, GET /health, GET /model."""
     try:
@@ -209,7 +212,7 @@ def serve(
         from bert2lr.serve import create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'bert2lr[serve]'") from None
-    uvicorn.run(create_app(model, allow_ungated, max_batch, max_chars), host=host, port=port,
+    uvicorn.run(create_app(model, allow_ungated, max_batch, max_chars, max_body_bytes), host=host, port=port,
                 log_level="warning", access_log=False)
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +21,98 @@ import numpy as np
 from bert2lr.errors import UserError
 
 
+# Leftovers carry the writer's pid (".model.npz.tmp-1234-k3j9"), so that a later writer removes
+# only those of processes that are gone and never the files of one still writing.
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[^.]+$")
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+# A test-only hook: the writer stops at this named point (see tests/test_files.py), so that a test
+# can kill it there for real.
+PAUSE_ENV = "BERT2LR_ATOMIC_PAUSE_AT"
+NO_EXCHANGE_ENV = "BERT2LR_ATOMIC_NO_EXCHANGE"  # test-only: take the fallback path of other systems
+
+
+def _renameat2_exchange() -> Callable[[Path, Path], bool] | None:
+    """Linux's renameat2(RENAME_EXCHANGE) from libc, or None where libc lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+
+    def exchange(a: Path, b: Path) -> bool:
+        """Swap a and b in one step; False where the kernel or filesystem cannot."""
+        if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+    return exchange
+
+
+_exchange = _renameat2_exchange() if sys.platform.startswith("linux") else None
+
+
+def _pause(point: str) -> None:
+    if os.environ.get(PAUSE_ENV) == point:
+        print(f"bert2lr: paused at {point}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_leftovers(target: Path | str) -> None:
+    """Undo what a killed writer of `target` left: put a stranded old output back, remove temporaries."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for entry in target.parent.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if not match or match["name"] != target.name or _alive(int(match["pid"])):
+            continue
+        if match["kind"] == "old" and not os.path.lexists(target):
+            # Killed between moving the old output aside and moving the new one in: the old one
+            # is complete, so it goes back.
+            os.replace(entry, target)
+        else:
+            _remove(entry)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; rename it onto `target` only if the block succeeds.
+    """Yield a temporary sibling of `target`; move it onto `target` only if the block succeeds.
 
-    A killed or failing stage leaves either the old complete output or none, never half a file.
+    `target` holds the old complete output or the new one at every instant, also when the writer is
+    killed: folders are swapped with renameat2(RENAME_EXCHANGE) where Linux offers it; elsewhere the
+    old folder is moved aside first, and a writer killed between the two renames has it put back by
+    the next one. What a killed writer leaves is removed by the next writer of the same target.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.tmp-"
+    clean_leftovers(target)
+    prefix = f".{target.name}.tmp-{os.getpid()}-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     else:
@@ -33,23 +121,31 @@ def atomic_path(target: Path | str, directory: bool = False) -> Iterator[Path]:
         tmp = Path(name)
     try:
         yield tmp
+        _pause("written")
         if directory:
-            old = None
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, old / "x")
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            os.chmod(tmp, 0o755)
+            _swap_directory(tmp, target)
         else:
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _swap_directory(new: Path, target: Path) -> None:
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return
+    if _exchange is not None and not os.environ.get(NO_EXCHANGE_ENV) and _exchange(new, target):
+        _pause("exchanged")
+        _remove(new)  # it now holds the old output
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
+    os.replace(target, old)  # an empty folder is replaced by the old output
+    _pause("moved-aside")
+    os.replace(new, target)
+    _remove(old)
 
 
 def write_json(path: Path | str, obj) -> None:
@@ -85,6 +181,13 @@ def sha256_tree(path: Path | str) -> str:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         digest.update(sha256_file(file).encode() + b"\n")
     return digest.hexdigest()
+
+
+def sha256_manifest(folder: Path | str) -> dict[str, str]:
+    """{relative path: sha256} of every file under a folder, sorted by path."""
+    folder = Path(folder)
+    return {file.relative_to(folder).as_posix(): sha256_file(file)
+            for file in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
 def write_reviews(path: Path | str, reviews: Iterable[dict]) -> int:
