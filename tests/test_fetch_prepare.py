@@ -1,3 +1,5 @@
+import gzip
+import io
 import json
 import tarfile
 
@@ -129,3 +131,82 @@ def test_original_layout_with_feat_files(tmp_path):
         assert "aclImdb/train/unsupBow.feat" in tar.getnames()
     counts = prepare(original, tmp_path / "s", SplitParams(n_labeled=4, n_unlabeled=4, n_test=4))
     assert counts["test_full"] == 20
+
+
+# --- prepare reads the whole archive, or refuses it --------------------------------------------
+
+def tar_bytes(path):
+    return gzip.decompress(path.read_bytes())
+
+
+def header_offsets(data):
+    """Byte offsets of the members' headers in an uncompressed tar."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: m.offset for m in tar.getmembers()}
+
+
+def test_every_flipped_byte_run_in_the_compressed_stream_is_refused(tmp_path, archive):
+    data = archive.read_bytes()
+    for offset in range(20, len(data) - 8, max(1, len(data) // 25)):
+        bad = tmp_path / f"flip-{offset}.tar.gz"
+        bad.write_bytes(data[:offset] + bytes(b ^ 0xFF for b in data[offset: offset + 16]) + data[offset + 16:])
+        with pytest.raises(UserError, match=f"flip-{offset}.tar.gz: not a readable tar archive"):
+            prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_wrong_crc_is_refused(tmp_path, archive):
+    data = bytearray(archive.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer: CRC-32, then the length
+    bad = tmp_path / "crc.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="crc.tar.gz: not a readable tar archive .*CRC check failed"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+
+
+@pytest.mark.parametrize("garbage", [b"garbage", b"\x1f\x8b" + b"\0" * 30, gzip.compress(b"more", mtime=0)])
+def test_bytes_after_the_archive_are_refused(tmp_path, archive, garbage):
+    bad = tmp_path / "tail.tar.gz"
+    bad.write_bytes(archive.read_bytes() + garbage)
+    with pytest.raises(UserError, match="tail.tar.gz: not a readable tar archive"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+
+
+def test_a_damaged_header_is_not_taken_for_the_end(tmp_path, archive):
+    """tarfile stops quietly at a bad header after the first; the reviews behind it must not be lost."""
+    data = bytearray(tar_bytes(archive))
+    at = header_offsets(bytes(data))["aclImdb/train/pos/20_7.txt"]
+    data[at + 148: at + 156] = b"0000000\0"  # a wrong header checksum, as a flipped bit would make
+    bad = tmp_path / "header.tar.gz"
+    bad.write_bytes(gzip.compress(bytes(data)))  # an intact gzip stream around a damaged tar
+    with pytest.raises(UserError, match=f"header.tar.gz: not a readable tar archive \\(a damaged tar header at byte {at}\\)"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+    zeroed = bytearray(tar_bytes(archive))
+    zeroed[at: at + 512] = bytes(512)  # a header wiped to zeros looks like the end-of-archive marker
+    bad.write_bytes(gzip.compress(bytes(zeroed)))
+    with pytest.raises(UserError, match="data after the end-of-archive marker"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+
+
+def test_a_tar_without_its_end_marker_is_refused(tmp_path, archive):
+    data = tar_bytes(archive)
+    end = max(header_offsets(data).values()) + 1024  # the last member's header and data block
+    bad = tmp_path / "cut.tar.gz"
+    bad.write_bytes(gzip.compress(data[:end]))
+    with pytest.raises(UserError, match="without the end-of-archive marker: truncated"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
+
+
+def test_a_review_twice_in_the_archive_is_refused(tmp_path, archive):
+    data = tar_bytes(archive)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+    bad = tmp_path / "twice.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        for member, content in members:
+            tar.addfile(member, io.BytesIO(content) if content is not None else None)
+        again = tarfile.TarInfo("./aclImdb/train/pos/0_7.txt")  # the same review, under another spelling
+        again.size = 4
+        tar.addfile(again, io.BytesIO(b"good"))
+    with pytest.raises(UserError, match="twice.tar.gz: ./aclImdb/train/pos/0_7.txt: appears twice in the archive"):
+        prepare(bad, tmp_path / "s", SplitParams(n_labeled=2, n_unlabeled=2, n_test=2))
