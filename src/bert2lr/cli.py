@@ -28,7 +28,8 @@ def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
     """Bring the IMDB archive to OUT from the first of fetch.sources that has it."""
     from bert2lr.fetch import fetch as run
 
-    run(load_params(params).fetch.sources, out)
+    # No expected hashes yet: fetch.sources is still a list of plain paths and URLs.
+    run([(s, None) for s in load_params(params).fetch.sources], out)
 
 
 @app.command()
