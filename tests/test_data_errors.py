@@ -3,6 +3,7 @@ traceback or a silent wrong result: through the functions, and a few through the
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,6 +13,8 @@ import pytest
 
 from bert2lr.errors import UserError
 from bert2lr.files import read_logits, read_reviews, write_logits
+from bert2lr.logits import load_teacher
+from bert2lr.teacher import load_classifier
 
 
 def bert2lr(*args, cwd):
@@ -125,6 +128,62 @@ def test_truncated_pickled_and_foreign_logits_files(tmp_path):
         read_logits(tmp_path / "flipped.npz")
 
 
+# --- teacher folders ---------------------------------------------------------------------------
+
+def broken_copy(tiny_bert, tmp_path, change):
+    folder = tmp_path / "teacher"
+    shutil.copytree(tiny_bert, folder)
+    change(folder)
+    return folder
+
+
+def cut_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def drop_tokenizer(folder):
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def break_tokenizer_structure(folder):
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["model"] = {"type": "WordPiece"}  # valid JSON that the tokenizers library cannot build
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+
+
+def fewer_weights_than_config(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] += 1  # transformers would initialise the extra layer at random
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (cut_weights, "its model.safetensors is damaged or incomplete (Error while deserializing header"),
+    (lambda f: (f / "model.safetensors").write_bytes(b""), "its model.safetensors is damaged or incomplete"),
+    (drop_tokenizer, "no tokenizer files; expected one of tokenizer.json, vocab.txt"),
+    (lambda f: (f / "tokenizer.json").write_text("{not json"), "cannot load its tokenizer (Expecting property name"),
+    (break_tokenizer_structure, "cannot load its tokenizer (missing field"),
+    (lambda f: (f / "config.json").write_text("{not json"), "cannot read its config.json (It looks like the config"),
+    (lambda f: (f / "config.json").write_bytes(b"\xff\xfe"), "cannot read its config.json"),
+    (fewer_weights_than_config, "its weights lack 16 tensors its config.json names (bert.encoder.layer.2."),
+])
+def test_bad_teacher_folders(tiny_bert, tmp_path, change, fragment):
+    folder = broken_copy(tiny_bert, tmp_path, change)
+    with pytest.raises(UserError) as info:
+        load_teacher(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder}: ") and fragment in message and "\n" not in message
+
+
+def test_a_base_model_to_fine_tune_may_lack_its_head(tiny_bert, tmp_path):
+    """Only a fine-tuned teacher must be complete: a base encoder gets a fresh classification head."""
+    folder = broken_copy(tiny_bert, tmp_path, fewer_weights_than_config)
+    _, model = load_classifier(str(folder), num_labels=2)
+    assert model.config.num_hidden_layers == 3
+
+
 # --- through the command line ------------------------------------------------------------------
 
 def test_cli_refuses_a_damaged_archive(tmp_path, archive):
@@ -162,3 +221,13 @@ def test_cli_refuses_bad_logits(tmp_path):
                      "--labeled", "x", "--test", "x", "--test-full", "x", "--teacher-test-logits", "x",
                      "--baseline", "x", "--out", "curve.json", cwd=tmp_path)
     assert_one_line_error(result, "unlabeled.npz: row 0 (train/pos/1_9) holds [0.0, nan]; expected finite logits")
+
+
+def test_cli_refuses_a_cut_teacher(tmp_path, tiny_bert):
+    broken_copy(tiny_bert, tmp_path, cut_weights)
+    (tmp_path / "params.yaml").write_text("{}")
+    (tmp_path / "u.jsonl").write_text(GOOD)
+    result = bert2lr("logits", "--teacher", "teacher", "--unlabeled", "u.jsonl", "--test", "u.jsonl",
+                     "--out-dir", "logits", cwd=tmp_path)
+    assert_one_line_error(result, "teacher: its model.safetensors is damaged or incomplete")
+    assert not (tmp_path / "logits").exists()
