@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -206,17 +207,28 @@ def read_reviews(path: Path | str, need_labels: bool = False) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: split not found (run `dvc repro prepare`)")
     reviews = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    first_line: dict[str, int] = {}
+    with open(path, "rb") as f:  # bytes, decoded line by line, so that bad UTF-8 is named by its line
+        for lineno, raw in enumerate(f, 1):
             try:
-                review = json.loads(line)
+                review = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)") from None
             except json.JSONDecodeError:
                 raise UserError(f"{path}:{lineno}: not a JSON object") from None
             if not isinstance(review, dict) or not isinstance(review.get("id"), str) \
                     or not isinstance(review.get("text"), str):
                 raise UserError(f"{path}:{lineno}: expected an object with string 'id' and 'text'")
-            if need_labels and review.get("label") not in (0, 1):
-                raise UserError(f"{path}:{lineno}: expected 'label' 0 or 1, got {review.get('label')!r}")
+            label = review.get("label")
+            # bool is an int subclass and True == 1: only the integers 0 and 1 are labels.
+            if need_labels and (type(label) is not int or label not in (0, 1)):
+                raise UserError(f"{path}:{lineno}: expected 'label' 0 or 1, got {label!r}")
+            if review["id"] in first_line:
+                raise UserError(
+                    f"{path}:{lineno}: id {review['id']!r} already on line {first_line[review['id']]}; "
+                    "expected each review once"
+                )
+            first_line[review["id"]] = lineno
             reviews.append(review)
     if not reviews:
         raise UserError(f"{path}: the split is empty")
@@ -225,20 +237,45 @@ def read_reviews(path: Path | str, need_labels: bool = False) -> list[dict]:
 
 def write_logits(path: Path | str, ids: list[str], logits: np.ndarray) -> None:
     """Cache logits with the ids of their reviews, row for row."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.shape != (len(ids), 2):
+        raise ValueError(f"logits of shape {logits.shape} for {len(ids)} review ids; expected ({len(ids)}, 2)")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.array(ids), logits=np.asarray(logits, dtype=np.float32))
+        # dtype=str: an empty list would otherwise be saved as floats.
+        np.savez(f, ids=np.array(ids, dtype=str), logits=logits)
 
 
 def read_logits(path: Path | str, ids: list[str] | None = None) -> np.ndarray:
-    """Read cached logits; if `ids` is given, check they are the cached reviews, in order."""
+    """Read cached logits, an (n, 2) float array; if `ids` is given, check they are the cached reviews, in order.
+
+    Anything else (a truncated or foreign file, pickled objects, another shape, NaN or inf) is a
+    UserError: the student would otherwise fit to it silently.
+    """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with loaded as npz:
             cached_ids, logits = npz["ids"], npz["logits"]
     except FileNotFoundError:
         raise UserError(f"{path}: teacher logits not found (run `dvc repro logits`)") from None
-    except (ValueError, KeyError, OSError) as exc:
-        raise UserError(f"{path}: not a teacher-logits file ({exc})") from None
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # allow_pickle=False makes an object array a ValueError; a cut file is BadZipFile or EOFError.
+        raise UserError(f"{path}: not a teacher-logits file ({exc}); expected an .npz with 'ids' and 'logits'") \
+            from None
+    if cached_ids.ndim != 1 or cached_ids.dtype.kind != "U":
+        raise UserError(f"{path}: 'ids' is a {cached_ids.dtype} array of shape {cached_ids.shape}; "
+                        "expected one string per review")
+    if logits.ndim != 2 or logits.shape[1] != 2 or logits.dtype.kind != "f":
+        raise UserError(f"{path}: 'logits' is a {logits.dtype} array of shape {logits.shape}; "
+                        "expected floats of shape (n, 2)")
+    if len(logits) != len(cached_ids):
+        raise UserError(f"{path}: {len(logits)} rows of logits for {len(cached_ids)} review ids; expected one each")
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise UserError(f"{path}: row {row} ({cached_ids[row]}) holds {logits[row].tolist()}; expected finite logits")
     if ids is not None and (len(ids) != len(cached_ids) or any(a != b for a, b in zip(ids, cached_ids))):
         raise UserError(f"{path}: its review ids do not match the split; rerun `dvc repro logits`")
     return logits

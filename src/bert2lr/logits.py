@@ -23,7 +23,7 @@ def load_teacher(model_dir: Path, quantize: bool = False):
     """Load the fine-tuned teacher; it must be a two-label classifier."""
     if not Path(model_dir).is_dir():
         raise UserError(f"{model_dir}: teacher folder not found (run `dvc repro teacher`)")
-    tokenizer, model = load_classifier(str(model_dir))
+    tokenizer, model = load_classifier(str(model_dir), fine_tuned=True)
     if model.config.num_labels != 2:
         raise UserError(f"{model_dir}: a classifier with {model.config.num_labels} labels; expected 2")
     model.to(device()).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 import tarfile
@@ -29,40 +30,105 @@ def clean(text: str) -> str:
     return _BREAK.sub(" ", text).strip()
 
 
+class _TrackedStream:
+    """The decompressed tar stream as tarfile reads it, remembering the last bytes handed out.
+
+    tarfile takes a header it cannot parse after the first one for the end of the archive and
+    stops quietly, so the block where it stopped must be checked to be the end-of-archive
+    marker; this keeps that block without reading (or, in a gzip stream, seeking) back.
+    """
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.position = raw.tell()
+        self.last = b""
+        self.last_at = self.position
+
+    def read(self, size: int = -1) -> bytes:
+        self.last_at = self.position
+        self.last = self.raw.read(size)
+        self.position += len(self.last)
+        return self.last
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = self.raw.seek(offset, whence)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+
+def _check_end(archive: Path, stream: _TrackedStream, end: int) -> None:
+    """After the last member, only the end-of-archive marker may follow: zero blocks (two at
+    least) to the end of the stream; reading to the end makes gzip check its CRC and length."""
+    position = stream.tell()
+    if not stream.last_at <= end <= stream.last_at + len(stream.last) == position:
+        raise UserError(f"{archive}: not a readable tar archive (cannot locate its end at byte {end})")
+    rest = stream.last[end - stream.last_at:]
+    zeros = 0
+    while rest:
+        if rest.count(0) != len(rest):
+            at = end + zeros + len(rest) - len(rest.lstrip(b"\0"))
+            what = "a damaged tar header" if zeros == 0 else "data after the end-of-archive marker"
+            raise UserError(f"{archive}: not a readable tar archive ({what} at byte {at}); fetch it again")
+        zeros += len(rest)
+        rest = stream.raw.read(1 << 20)
+    if zeros < 2 * tarfile.BLOCKSIZE:
+        raise UserError(
+            f"{archive}: not a readable tar archive (it ends at byte {end} without the end-of-archive "
+            "marker: truncated); fetch it again"
+        )
+
+
 def read_archive(archive: Path, with_unsup: bool) -> dict[str, list[dict]]:
-    """Return the reviews of each folder ("train/pos", ...), keyed by id, from either layout."""
+    """Return the reviews of each folder ("train/pos", ...), keyed by id, from either layout.
+
+    The whole .tar.gz is checked: gzip's CRC and length, every header, the end-of-archive
+    marker, and that no review appears twice (a later member would silently replace it).
+    """
     folders: dict[str, list[dict]] = {}
+    seen: set[str] = set()
     wanted = {"train/pos", "train/neg", "test/pos", "test/neg"} | ({"train/unsup"} if with_unsup else set())
     if not archive.is_file():
         raise UserError(f"{archive}: archive not found (run `dvc repro fetch`)")
     try:
-        with tarfile.open(archive, "r:*") as tar, tqdm(desc="read archive", unit=" reviews") as bar:
-            for member in tar:
-                match = _MEMBER.match(member.name)
-                if not match or not member.isfile():
-                    continue  # README, vocab, .feat files, folders
-                half, folder, name = match.groups()
-                key = f"{half}/{folder}"
-                if key not in wanted:
-                    continue
-                name_match = _NAME.match(name)
-                if not name_match or int(name_match.group(2)) not in _RATINGS[folder]:
-                    raise UserError(
-                        f"{archive}: {member.name}: malformed review name; expected ID_RATING.txt "
-                        f"with a rating in {_RATINGS[folder].start}..{_RATINGS[folder].stop - 1}"
-                    )
-                raw = tar.extractfile(member).read()
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise UserError(f"{archive}: {member.name}: not UTF-8 text ({exc.reason})") from None
-                review = {"id": f"{key}/{name[:-4]}", "text": clean(text)}
-                if folder != "unsup":
-                    review["label"] = int(folder == "pos")
-                folders.setdefault(key, []).append(review)
-                bar.update()
+        with gzip.open(archive, "rb") as raw, tqdm(desc="read archive", unit=" reviews") as bar:
+            stream = _TrackedStream(raw)
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
+                for member in tar:
+                    match = _MEMBER.match(member.name)
+                    if not match or not member.isfile():
+                        continue  # README, vocab, .feat files, folders
+                    half, folder, name = match.groups()
+                    key = f"{half}/{folder}"
+                    if f"{key}/{name}" in seen:
+                        raise UserError(
+                            f"{archive}: {member.name}: appears twice in the archive; expected each review once"
+                        )
+                    seen.add(f"{key}/{name}")
+                    if key not in wanted:
+                        continue
+                    name_match = _NAME.match(name)
+                    if not name_match or int(name_match.group(2)) not in _RATINGS[folder]:
+                        raise UserError(
+                            f"{archive}: {member.name}: malformed review name; expected ID_RATING.txt "
+                            f"with a rating in {_RATINGS[folder].start}..{_RATINGS[folder].stop - 1}"
+                        )
+                    raw_text = tar.extractfile(member).read()
+                    try:
+                        text = raw_text.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise UserError(f"{archive}: {member.name}: not UTF-8 text ({exc.reason})") from None
+                    review = {"id": f"{key}/{name[:-4]}", "text": clean(text)}
+                    if folder != "unsup":
+                        review["label"] = int(folder == "pos")
+                    folders.setdefault(key, []).append(review)
+                    bar.update()
+                _check_end(archive, stream, tar.offset)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise UserError(f"{archive}: not a readable tar archive ({exc})") from None
+        # gzip.BadGzipFile (an OSError) for a wrong CRC or length, trailing garbage or no gzip
+        # at all; EOFError for a stream cut short.
+        raise UserError(f"{archive}: not a readable tar archive ({exc}); fetch it again") from None
     for half in ("train", "test"):
         if not any(k.startswith(half + "/") for k in folders):
             raise UserError(f"{archive}: no aclImdb/{half}/pos or aclImdb/{half}/neg reviews found")

@@ -15,6 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from safetensors import SafetensorError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from transformers import (  # noqa: E402
     AutoConfig,
@@ -31,6 +32,11 @@ from bert2lr.errors import UserError  # noqa: E402
 from bert2lr.files import atomic_path, write_json  # noqa: E402
 from bert2lr.lineage import TEACHER_CARD  # noqa: E402
 from bert2lr.params import EMBEDDED_TEACHER, TeacherParams  # noqa: E402
+
+try:  # transformers 5 validates config.json fields and raises this for a mistyped one
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # older huggingface_hub: config fields are not validated
+    StrictDataclassError = ValueError
 
 log = logging.getLogger(__name__)
 LABELS = {0: "neg", 1: "pos"}
@@ -63,13 +69,17 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_classifier(name: str, num_labels: int | None = None):
-    """Load tokenizer and sequence classifier; a folder that is not one is a UserError."""
+def load_classifier(name: str, num_labels: int | None = None, fine_tuned: bool = False):
+    """Load tokenizer and sequence classifier; a folder that is not one is a UserError.
+
+    `fine_tuned`: the folder is a trained classifier, so every weight its config names must be
+    in it (transformers would initialise missing ones at random and only log it).
+    """
     source = resolve_model(name)
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{name}: cannot read its config.json ({exc})") from None
+    except (OSError, ValueError, StrictDataclassError) as exc:  # StrictDataclassError: a mistyped field
+        raise UserError(f"{name}: cannot read its config.json ({one_line(exc)})") from None
     if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         raise UserError(
             f"{name}: a '{config.model_type}' model, which transformers cannot load as a sequence classifier"
@@ -81,13 +91,37 @@ def load_classifier(name: str, num_labels: int | None = None):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{name}: cannot load it as a sequence classifier ({exc})") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except Exception as exc:
+            # The tokenizers library raises a bare Exception for a tokenizer.json it cannot parse.
+            if not isinstance(exc, (OSError, ValueError, KeyError, TypeError)) and type(exc) is not Exception:
+                raise
+            raise UserError(f"{name}: cannot load its tokenizer ({one_line(exc)})") from None
+        folder = Path(source)
+        if folder.is_dir() and not any((folder / f).is_file() for f in tokenizer.vocab_files_names.values()):
+            # transformers would build an empty vocabulary that reads every word as [UNK].
+            raise UserError(f"{name}: no tokenizer files; expected one of "
+                            f"{', '.join(sorted(tokenizer.vocab_files_names.values()))}")
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, local_files_only=True, output_loading_info=True, **kwargs)
+        except SafetensorError as exc:  # safetensors' own error type, for a cut or damaged file
+            raise UserError(f"{name}: its model.safetensors is damaged or incomplete ({one_line(exc)})") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{name}: cannot load it as a sequence classifier ({one_line(exc)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    if fine_tuned and info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise UserError(f"{name}: its weights lack {len(missing)} tensors its config.json names "
+                        f"({missing[0]}, ...); expected a complete fine-tuned classifier")
     return tokenizer, model
+
+
+def one_line(exc: Exception) -> str:
+    """An exception's message on one line: the CLI prints a user error as a single line."""
+    return " ".join(str(exc).split())
 
 
 def encode(tokenizer, texts: list[str], p: TeacherParams) -> list[list[int]]:
