@@ -7,22 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pipeline import make_project, run
+from dvc_project import copy_project, run
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, archive, tiny_bert) -> Path:
-    """One tiny `dvc repro` up to the student, committed; tests that change it work on a copy."""
-    path = make_project(tmp_path_factory.mktemp("audit") / "project", archive, tiny_bert)
-    run("dvc", "repro", "student", cwd=path)
-    run("git", "add", "-A", cwd=path)
-    run("git", "commit", "-qm", "student", cwd=path)
-    return path
+@pytest.fixture
+def built(reproduced) -> Path:
+    """The session's reproduced tiny project (conftest), read only."""
+    return reproduced[0]
 
 
 @pytest.fixture
 def project(built, tmp_path) -> Path:
-    return Path(shutil.copytree(built, tmp_path / "project", symlinks=True))
+    return copy_project(built, tmp_path / "project")
 
 
 def verify(project: Path, cwd: Path | None = None, path: str | None = None):
