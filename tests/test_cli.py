@@ -76,6 +76,7 @@ def test_missing_archive(tmp_path):
                           "data/raw/a.tar.gz: archive not found")
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_teacher_that_is_not_a_model(tmp_path):
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teacher": {"model": "./not-a-model"}}))
@@ -84,6 +85,7 @@ def test_teacher_that_is_not_a_model(tmp_path):
                           "./not-a-model: not a transformers model folder")
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 @pytest.mark.parametrize("content, fragment", [
     ("", "labeled.jsonl: the split is empty"),
     ('{"id": "a", "text": "t"}\n', "labeled.jsonl:1: expected 'label' 0 or 1"),
@@ -95,5 +97,6 @@ def test_bad_splits(tmp_path, content, fragment):
     assert_one_line_error(bert2lr("baseline", "--labeled", "labeled.jsonl", "--out", "b", cwd=tmp_path), fragment)
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_report_needs_metrics(tmp_path):
     assert_one_line_error(bert2lr("report", "--metrics-dir", "metrics", cwd=tmp_path), "baseline metrics not found")

@@ -204,6 +204,7 @@ def test_cli_prepare_refuses_a_readme_fetched_without_a_hash(tmp_path):
     assert_one_line_error(result, "raw/a.tar.gz: not a readable tar archive (Not a gzipped file")  # ... until read
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_cli_refuses_a_split_with_bad_utf8(tmp_path):
     (tmp_path / "params.yaml").write_text("{}")
     (tmp_path / "labeled.jsonl").write_bytes(GOOD.encode() + b'{"id": "x", "text": "\xc3", "label": 0}\n')
@@ -211,6 +212,7 @@ def test_cli_refuses_a_split_with_bad_utf8(tmp_path):
                           "labeled.jsonl:2: not UTF-8 text")
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_cli_refuses_bad_logits(tmp_path):
     (tmp_path / "params.yaml").write_text("{}")
     (tmp_path / "unlabeled.jsonl").write_text("".join(json.dumps({"id": i, "text": "t"}) + "\n" for i in IDS))
@@ -223,6 +225,7 @@ def test_cli_refuses_bad_logits(tmp_path):
     assert_one_line_error(result, "unlabeled.npz: row 0 (train/pos/1_9) holds [0.0, nan]; expected finite logits")
 
 
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_cli_refuses_a_cut_teacher(tmp_path, tiny_bert):
     broken_copy(tiny_bert, tmp_path, cut_weights)
     # The tiny BERT reads 64 positions: within that, so the weights are what fails.

@@ -133,6 +133,7 @@ def test_a_lineage_record_that_is_no_object_is_refused(gated, tmp_path):
         load_student(spoiled)
 
 
+@pytest.mark.slow  # the CLI end to end, three subprocesses
 def test_predict_cli_reads_arguments_files_and_stdin(gated, tmp_path):
     review = tmp_path / "review.txt"
     review.write_text("a wonderful, moving film\nwith two lines", encoding="utf-8")
