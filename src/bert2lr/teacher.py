@@ -168,9 +168,14 @@ def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: Teacher
                 losses.append(loss.item())
                 bar.update(len(index))
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}")
+    # The card is part of the DVC output models/teacher, so it holds only what determines the
+    # weights: a wall-clock time here changed the folder's hash (and reran `logits`) on every
+    # rerun. The intra-op thread count is recorded because the CPU gradients depend on it (how
+    # reductions are split over threads); the same count gives the same bytes.
     card = {"base_model": p.model, "params": asdict(p), "n_reviews": len(ids), "steps": len(losses),
             "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-            "seconds": round(time.perf_counter() - started, 1), "device": str(dev)}
+            "device": str(dev), "threads": torch.get_num_threads()}
+    log.info("teacher: fine-tuned in %.1f s on %d threads", time.perf_counter() - started, card["threads"])
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
