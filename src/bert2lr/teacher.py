@@ -125,9 +125,17 @@ def device() -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every generator the fine-tuning draws from, and have torch pick deterministic kernels.
+
+    warn_only: an op with no deterministic kernel (some CUDA ones) logs a warning instead of
+    stopping the stage. On CUDA, cuBLAS is deterministic only with a fixed workspace, which it
+    reads when its first handle is made, hence the variable before any GPU work.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: TeacherParams) -> dict:
