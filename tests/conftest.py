@@ -102,7 +102,7 @@ def workspace(tmp_path_factory, archive, tiny_bert):
     p = TeacherParams(model=str(tiny_bert), **TINY_TEACHER)
     card = train_teacher(texts, labels, root / "teacher", p)
     splits = {"unlabeled": root / "splits" / "unlabeled.jsonl", "test": root / "splits" / "test.jsonl"}
-    teacher_logits(root / "teacher", splits, root / "logits", p, LogitsParams(batch_size=4))
+    teacher_logits(root / "teacher", splits, root / "logits", root / "logits_info.json", p, LogitsParams(batch_size=4))
     return root, p, card
 
 

@@ -54,7 +54,7 @@ def test_max_length_beyond_the_teacher_is_refused_before_any_work(tmp_path, tiny
     assert_one_line_error(bert2lr("teacher", "--labeled", "missing.jsonl", "--out", "t", cwd=tmp_path),
                           "params.yaml: 'teacher.max_length' is 128, but the teacher", "at most 64 tokens")
     assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--unlabeled", "u.jsonl", "--test", "t.jsonl",
-                                  "--out-dir", "l", cwd=tmp_path), "at most 64 tokens")
+                                  "--out-dir", "l", "--info", "i.json", cwd=tmp_path), "at most 64 tokens")
 
 
 def test_params_command_prints_the_declared_table_and_the_values(tmp_path):
@@ -100,3 +100,13 @@ def test_bad_splits(tmp_path, content, fragment):
 @pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
 def test_report_needs_metrics(tmp_path):
     assert_one_line_error(bert2lr("report", "--metrics-dir", "metrics", cwd=tmp_path), "baseline metrics not found")
+
+
+def test_a_labeled_split_without_words_is_one_line(tmp_path):
+    from bert2lr.baseline import train_baseline
+    from bert2lr.errors import UserError
+    from bert2lr.params import BaselineParams
+
+    with pytest.raises(UserError, match="baseline: no n-gram to learn from in the 2 labeled reviews"):
+        train_baseline(["", "!"], [0, 1], tmp_path / "baseline", BaselineParams())
+    assert not (tmp_path / "baseline").exists()

@@ -232,6 +232,6 @@ def test_cli_refuses_a_cut_teacher(tmp_path, tiny_bert):
     (tmp_path / "params.yaml").write_text(json.dumps({"teacher": {"max_length": 32, "truncation": "head"}}))
     (tmp_path / "u.jsonl").write_text(GOOD)
     result = bert2lr("logits", "--teacher", "teacher", "--unlabeled", "u.jsonl", "--test", "u.jsonl",
-                     "--out-dir", "logits", cwd=tmp_path)
+                     "--out-dir", "logits", "--info", "info.json", cwd=tmp_path)
     assert_one_line_error(result, "teacher: its model.safetensors is damaged or incomplete")
     assert not (tmp_path / "logits").exists()

@@ -37,7 +37,7 @@ def test_logits_keep_review_order_despite_length_batching(workspace, tiny_bert):
     np.testing.assert_allclose(cached, one_by_one, atol=1e-5)
     with pytest.raises(UserError, match="review ids do not match"):
         read_logits(root / "logits" / "unlabeled.npz", [r["id"] for r in reviews][::-1])
-    info = json.loads((root / "logits" / "info.json").read_text())
+    info = json.loads((root / "logits_info.json").read_text())
     assert info["splits"]["unlabeled"]["n"] == 20 and info["splits"]["unlabeled"]["reviews_per_s"] > 0
 
 

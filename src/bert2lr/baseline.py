@@ -20,7 +20,10 @@ def train_baseline(texts: list[str], labels: list[int], out_dir: Path, p: Baseli
         raise UserError("the labeled split holds only one class; the baseline needs both")
     vectorizer = CountVectorizer(ngram_range=(1, p.ngram_max))
     classifier = LogisticRegression(C=p.C, max_iter=p.max_iter)
-    make_pipeline(vectorizer, classifier).fit(texts, labels)
+    try:
+        make_pipeline(vectorizer, classifier).fit(texts, labels)
+    except ValueError as exc:  # scikit-learn: the labeled texts hold no word of two letters or more
+        raise UserError(f"baseline: no n-gram to learn from in the {len(texts)} labeled reviews ({exc})") from None
     model = LinearTextModel.from_sklearn(vectorizer, classifier.coef_[0], classifier.intercept_[0])
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp / MODEL_FILE)

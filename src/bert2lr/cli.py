@@ -63,13 +63,15 @@ def teacher(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
 
 
 @app.command()
-def logits(teacher: In, unlabeled: In, test: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
+def logits(teacher: In, unlabeled: In, test: In, out_dir: Out,
+           info: Annotated[Path, typer.Option(help="where to write the inference rates (JSON)")],
+           params: ParamsFile = PARAMS) -> None:
     """Cache the teacher's raw logits on the unlabeled and test splits."""
     p = load_params(params)
     check_teacher_length(p.teacher, teacher, str(params))  # the fine-tuned folder is what runs
     from bert2lr.logits import teacher_logits
 
-    teacher_logits(teacher, {"unlabeled": unlabeled, "test": test}, out_dir, p.teacher, p.logits)
+    teacher_logits(teacher, {"unlabeled": unlabeled, "test": test}, out_dir, info, p.teacher, p.logits)
 
 
 @app.command()

@@ -54,9 +54,13 @@ def score(tokenizer, model, texts: list[str], p: TeacherParams, batch_size: int,
     return out
 
 
-def teacher_logits(model_dir: Path, splits: dict[str, Path], out_dir: Path,
+def teacher_logits(model_dir: Path, splits: dict[str, Path], out_dir: Path, info_out: Path,
                    teacher: TeacherParams, p: LogitsParams) -> dict:
-    """Write `<split>.npz` (ids, logits) per split into out_dir, and the rate as info.json."""
+    """Write `<split>.npz` (ids, logits) per split into out_dir, and the rates to info_out.
+
+    The rates live apart from the logits: a wall-clock number inside the cached folder would
+    change its hash on every rerun, and with it dvc.lock and everything that reads the folder.
+    """
     tokenizer, model = load_teacher(model_dir, quantize=p.quantize)
     info = {"quantized": p.quantize, "device": str(device()), "splits": {}}
     with atomic_path(out_dir, directory=True) as tmp:
@@ -70,5 +74,5 @@ def teacher_logits(model_dir: Path, splits: dict[str, Path], out_dir: Path,
                                     "reviews_per_s": round(len(reviews) / seconds, 2)}
             log.info("logits: %s: %d reviews in %.0f s (%.1f/s)", name, len(reviews), seconds,
                      len(reviews) / seconds)
-        write_json(tmp / "info.json", info)
+    write_json(info_out, info)
     return info

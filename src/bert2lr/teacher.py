@@ -158,9 +158,17 @@ def device() -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every generator the fine-tuning draws from, and have torch pick deterministic kernels.
+
+    warn_only: an op with no deterministic kernel (some CUDA ones) logs a warning instead of
+    stopping the stage. On CUDA, cuBLAS is deterministic only with a fixed workspace, which it
+    reads when its first handle is made, hence the variable before any GPU work.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: TeacherParams) -> dict:
@@ -201,9 +209,14 @@ def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: Teacher
                 losses.append(loss.item())
                 bar.update(len(index))
                 bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}")
+    # The card is part of the DVC output models/teacher, so it holds only what determines the
+    # weights: a wall-clock time here changed the folder's hash (and reran `logits`) on every
+    # rerun. The intra-op thread count is recorded because the CPU gradients depend on it (how
+    # reductions are split over threads); the same count gives the same bytes.
     card = {"base_model": p.model, "params": p.model_dump(), "n_reviews": len(ids), "steps": len(losses),
             "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-            "seconds": round(time.perf_counter() - started, 1), "device": str(dev)}
+            "device": str(dev), "threads": torch.get_num_threads()}
+    log.info("teacher: fine-tuned in %.1f s on %d threads", time.perf_counter() - started, card["threads"])
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
