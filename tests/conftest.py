@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,6 +16,22 @@ import yaml
 POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "loved", "charming", "délicieux"]
 NEGATIVE = ["awful", "boring", "terrible", "dull", "worst", "hated", "clumsy", "ennuyeux"]
 NEUTRAL = ["the", "film", "plot", "actor", "scene", "movie", "story", "it", "was", "and", "really"]
+
+def bert2lr(*args, cwd):
+    """The CLI as a user runs it, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "bert2lr", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def assert_one_line_error(result, *fragments):
+    """A user mistake: exit 2, one `bert2lr: error:` line naming what is wrong, no traceback, no stdout."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bert2lr: error: ")
+    for fragment in fragments:
+        assert fragment in last, last
+    assert result.stdout == ""
+
 
 TINY_PARAMS = {
     "fetch": {"sources": [{"source": "aclImdb_v1.tar.gz"}]},  # the fixtures point it at the synthetic archive

@@ -1,25 +1,10 @@
 """User mistakes end in one line on stderr and a non-zero exit, never a traceback."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
-
-
-def bert2lr(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "bert2lr", *args], cwd=cwd, capture_output=True, text=True)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("bert2lr: error: ")
-    for fragment in fragments:
-        assert fragment in last
-    assert result.stdout == ""
+from conftest import assert_one_line_error, bert2lr
 
 
 def test_unknown_and_mistyped_parameters(tmp_path):

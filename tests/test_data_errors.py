@@ -4,31 +4,16 @@ traceback or a silent wrong result: through the functions, and a few through the
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, bert2lr
 
 from bert2lr.errors import UserError
 from bert2lr.files import read_logits, read_reviews, write_logits
 from bert2lr.logits import load_teacher
 from bert2lr.teacher import load_classifier
-
-
-def bert2lr(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "bert2lr", *args], cwd=cwd, capture_output=True, text=True)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("bert2lr: error: ")
-    for fragment in fragments:
-        assert fragment in last, last
-    assert result.stdout == ""
 
 
 # --- splits ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import STAGES, changed, copy_project, make_project, ran, run, set_param  # noqa: F401
+from dvc_project import STAGES, changed, copy_project, ran, run, set_param
 
 pytestmark = pytest.mark.slow
 # What consumes the student or its settings: the scores, the learning curve and the benchmark.
