@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import review
 
 TRAIN = """
@@ -43,6 +44,7 @@ def digests(folder: Path) -> dict[str, str]:
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow  # three fine-tunings, each in a fresh interpreter
 def test_teacher_is_byte_identical_across_processes(tiny_bert, tmp_path):
     train_in_subprocess(tiny_bert, tmp_path / "a", seed=0, hash_seed="1")
     train_in_subprocess(tiny_bert, tmp_path / "b", seed=0, hash_seed="2")
