@@ -172,23 +172,23 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(path: Path | str) -> str:
-    """One hash over a folder's relative file names and contents."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(sha256_file(file).encode() + b"\n")
-    return digest.hexdigest()
-
-
 def sha256_manifest(folder: Path | str) -> dict[str, str]:
     """{relative path: sha256} of every file under a folder, sorted by path."""
     folder = Path(folder)
     return {file.relative_to(folder).as_posix(): sha256_file(file)
             for file in sorted(p for p in folder.rglob("*") if p.is_file())}
+
+
+def sha256_tree(path: Path | str) -> str:
+    """One hash over a folder's relative file names and contents (of a file: its sha256)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for name, file_hash in sha256_manifest(path).items():
+        digest.update(name.encode() + b"\0")
+        digest.update(file_hash.encode() + b"\n")
+    return digest.hexdigest()
 
 
 def write_reviews(path: Path | str, reviews: Iterable[dict]) -> int:
