@@ -16,8 +16,13 @@ n_test, n_unlabeled = params["split"]["n_test"], params["split"]["n_unlabeled"]
 
 files = {Path(m) for m in dvc_yaml["metrics"]}
 for plot in dvc_yaml["plots"]:
-    for spec in plot.values():
-        files |= {Path(y) for y in spec["y"]}
+    for name, spec in plot.items():
+        if "y" in spec:
+            files |= {Path(y) for y in spec["y"]}
+        else:  # the plot's name is its file or folder (dvclive's record: a folder of one file per metric)
+            folder = project / name
+            found = sorted(p.relative_to(project) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+            files |= set(found) if found else {Path(name)}
 problems = []
 for file in sorted(files):
     path = project / file
@@ -32,6 +37,9 @@ for name in ("baseline", "teacher", "student"):
     rows = (project / "metrics" / "predictions" / f"{name}.csv").read_text().splitlines()
     if len(rows) != n_test + 1:
         problems.append(f"metrics/predictions/{name}.csv: {len(rows) - 1} rows, expected {n_test}")
+training = project / "metrics" / "teacher_training"
+if params["teacher"].get("n_heldout") and not (training / "plots" / "metrics" / "heldout" / "accuracy.tsv").is_file():
+    problems.append("metrics/teacher_training: no held-out accuracy, though teacher.n_heldout > 0")
 curve = json.loads((project / "metrics" / "learning_curve.json").read_text())
 if curve[-1]["n_unlabeled"] != n_unlabeled:
     problems.append(f"metrics/learning_curve.json: last point {curve[-1]['n_unlabeled']}, expected {n_unlabeled}")

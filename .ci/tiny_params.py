@@ -1,6 +1,6 @@
 """Shrink a clone's params.yaml to tiny sizes, keeping every key and the real data and teacher.
 
-Only sizes change: the archive still comes from fetch.sources (../shared beside the clone) and the
+Only sizes change (and a held-out slice for the teacher's chart): the archive still comes from fetch.sources (../shared beside the clone) and the
 teacher is still the embedded all-MiniLM-L6-v2, so the run exercises what a user's run does.
 """
 
@@ -10,7 +10,8 @@ import yaml
 
 TINY = {
     "split": {"n_labeled": 40, "n_unlabeled": 60, "n_test": 40},
-    "teacher": {"max_length": 64, "head_tokens": 24, "epochs": 1, "batch_size": 8},
+    # n_heldout: the newcomer's run also charts held-out accuracy (0 on the defaults)
+    "teacher": {"max_length": 64, "head_tokens": 24, "epochs": 1, "batch_size": 8, "n_heldout": 8},
     "logits": {"batch_size": 16},
     "curve": {"sizes": [20, 40]},
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bert2lr.files import read_reviews
-from bert2lr.logits import load_teacher, score
+from bert2lr.bert import load_fine_tuned, predict_logits
 from bert2lr.params import load_params
 
 
@@ -30,9 +30,9 @@ def main() -> None:
     texts = [r["text"] for r in read_reviews(args.reviews)]
     result, logits = {"n_reviews": len(texts)}, {}
     for name, quantize in (("fp32", False), ("int8", True)):
-        tokenizer, model = load_teacher(args.teacher, quantize=quantize)
+        tokenizer, model = load_fine_tuned(args.teacher, quantize=quantize)
         started = time.perf_counter()
-        logits[name] = score(tokenizer, model, texts, p.teacher, p.logits.batch_size, name)
+        logits[name] = predict_logits(tokenizer, model, texts, p.teacher, p.logits.batch_size, name)
         result[name] = {"reviews_per_s": round(len(texts) / (time.perf_counter() - started), 2)}
     result["label_agreement"] = round(float(np.mean(logits["fp32"].argmax(1) == logits["int8"].argmax(1))), 4)
     margin = {k: v[:, 1] - v[:, 0] for k, v in logits.items()}

@@ -37,7 +37,8 @@ TINY_PARAMS = {
     "fetch": {"sources": [{"source": "aclImdb_v1.tar.gz"}]},  # the fixtures point it at the synthetic archive
     "split": {"seed": 0, "n_labeled": 16, "n_unlabeled": 20, "n_test": 12},
     "baseline": {"ngram_max": 2},
-    "teacher": {"max_length": 32, "head_tokens": 12, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3},
+    "teacher": {"max_length": 32, "head_tokens": 12, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
+                "n_heldout": 4},
     "logits": {"batch_size": 8},
     "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
 }
@@ -105,12 +106,12 @@ TINY_TEACHER = {"max_length": 32, "truncation": "head", "epochs": 1, "batch_size
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory, archive, tiny_bert):
     """prepare, baseline, teacher and logits once, on tiny data: (root, teacher params, card)."""
-    from bert2lr.baseline import train_baseline
     from bert2lr.files import read_reviews
-    from bert2lr.logits import teacher_logits
     from bert2lr.params import BaselineParams, LogitsParams, SplitParams, TeacherParams
-    from bert2lr.prepare import prepare
-    from bert2lr.teacher import train_teacher
+    from bert2lr.stages.baseline import train_baseline
+    from bert2lr.stages.logits import teacher_logits
+    from bert2lr.stages.prepare import prepare
+    from bert2lr.stages.teacher import train_teacher
 
     root = tmp_path_factory.mktemp("ws")
     prepare(archive, root / "splits", SplitParams(n_labeled=16, n_unlabeled=20, n_test=12))
@@ -118,24 +119,32 @@ def workspace(tmp_path_factory, archive, tiny_bert):
     texts, labels = [r["text"] for r in labeled], [r["label"] for r in labeled]
     train_baseline(texts, labels, root / "baseline", BaselineParams(ngram_max=2))
     p = TeacherParams(model=str(tiny_bert), **TINY_TEACHER)
-    card = train_teacher(texts, labels, root / "teacher", p)
-    splits = {"unlabeled": root / "splits" / "unlabeled.jsonl", "test": root / "splits" / "test.jsonl"}
-    teacher_logits(root / "teacher", splits, root / "logits", root / "logits_info.json", p, LogitsParams(batch_size=4))
+    card = train_teacher(texts, labels, root / "teacher", root / "teacher_training", p)
+    for split in ("unlabeled", "test"):
+        teacher_logits(root / "teacher", root / "splits" / f"{split}.jsonl", root / "logits" / f"{split}.npz",
+                       root / "logits_info" / f"{split}.json", p, LogitsParams(batch_size=4))
     return root, p, card
 
 
 @pytest.fixture(scope="session")
 def student_dir(workspace, archive, tmp_path_factory) -> Path:
-    """A student with its lineage record, written by the student stage."""
+    """A deployable student with its lineage record, as the student, evaluate and assemble stages write it."""
     from bert2lr.params import StudentParams
-    from bert2lr.student import student_stage
+    from bert2lr.stages.assemble import assemble
+    from bert2lr.stages.evaluate import evaluate
+    from bert2lr.stages.student import student_stage
 
     root, _, _ = workspace
     s = root / "splits"
-    out = tmp_path_factory.mktemp("student") / "student"
-    student_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl", s / "test.jsonl",
-                  s / "test_full.jsonl", root / "baseline", root / "teacher", archive, out,
-                  StudentParams(features="tfidf", fit="ridge", target="margin"))
+    work = tmp_path_factory.mktemp("student")
+    p = StudentParams(features="tfidf", fit="ridge", target="margin")
+    student_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl", work / "candidate", p)
+    evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", work / "candidate",
+             root / "logits" / "test.npz", work / "metrics")
+    out = work / "student"
+    assemble(work / "candidate", work / "metrics" / "student.json", archive,
+             {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")},
+             root / "teacher", root / "logits" / "unlabeled.npz", out, p)
     return out
 
 

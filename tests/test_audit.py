@@ -77,7 +77,7 @@ def test_an_edited_record_fails(project, field):
 
 
 def test_a_swapped_teacher_with_its_hash_rewritten_fails(project, tiny_bert):
-    from bert2lr.files import sha256_file, sha256_tree
+    from bert2lr.files import file_digest, sha256_tree
 
     weights = project / "models" / "teacher" / "model.safetensors"
     weights.chmod(0o644)
@@ -85,7 +85,7 @@ def test_a_swapped_teacher_with_its_hash_rewritten_fails(project, tiny_bert):
 
     def change(record):
         record["teacher"]["weights"]["sha256"] = sha256_tree(weights)
-        record["teacher"]["files"]["model.safetensors"] = sha256_file(weights)
+        record["teacher"]["files"]["model.safetensors"] = file_digest(weights)
 
     edit_record(project, change)
     result = verify(project)

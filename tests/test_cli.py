@@ -36,10 +36,10 @@ def test_max_length_beyond_the_teacher_is_refused_before_any_work(tmp_path, tiny
     # tiny_bert has 64 positions; the labeled split does not even exist: the check comes first
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
         {"teacher": {"model": str(tiny_bert), "max_length": 128, "head_tokens": 12}}))
-    assert_one_line_error(bert2lr("teacher", "--labeled", "missing.jsonl", "--out", "t", cwd=tmp_path),
+    assert_one_line_error(bert2lr("teacher", "--labeled", "missing.jsonl", "--out", "t", "--training", "tt", cwd=tmp_path),
                           "params.yaml: 'teacher.max_length' is 128, but the teacher", "at most 64 tokens")
-    assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--unlabeled", "u.jsonl", "--test", "t.jsonl",
-                                  "--out-dir", "l", "--info", "i.json", cwd=tmp_path), "at most 64 tokens")
+    assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--reviews", "u.jsonl",
+                                  "--out", "l.npz", "--info", "i.json", cwd=tmp_path), "at most 64 tokens")
 
 
 def test_params_command_prints_the_declared_table_and_the_values(tmp_path):
@@ -66,7 +66,7 @@ def test_teacher_that_is_not_a_model(tmp_path):
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teacher": {"model": "./not-a-model"}}))
     (tmp_path / "labeled.jsonl").write_text('{"id": "train/pos/1_9", "text": "good", "label": 1}\n')
-    assert_one_line_error(bert2lr("teacher", "--labeled", "labeled.jsonl", "--out", "t", cwd=tmp_path),
+    assert_one_line_error(bert2lr("teacher", "--labeled", "labeled.jsonl", "--out", "t", "--training", "tt", cwd=tmp_path),
                           "./not-a-model: not a transformers model folder")
 
 
@@ -88,7 +88,7 @@ def test_report_needs_metrics(tmp_path):
 
 
 def test_a_labeled_split_without_words_is_one_line(tmp_path):
-    from bert2lr.baseline import train_baseline
+    from bert2lr.stages.baseline import train_baseline
     from bert2lr.errors import UserError
     from bert2lr.params import BaselineParams
 

@@ -12,8 +12,8 @@ from conftest import assert_one_line_error, bert2lr
 
 from bert2lr.errors import UserError
 from bert2lr.files import read_logits, read_reviews, write_logits
-from bert2lr.logits import load_teacher
-from bert2lr.teacher import load_classifier
+from bert2lr.bert import load_fine_tuned
+from bert2lr.bert import load_classifier
 
 
 # --- splits ------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def fewer_weights_than_config(folder):
 def test_bad_teacher_folders(tiny_bert, tmp_path, change, fragment):
     folder = broken_copy(tiny_bert, tmp_path, change)
     with pytest.raises(UserError) as info:
-        load_teacher(folder)
+        load_fine_tuned(folder)
     message = str(info.value)
     assert message.startswith(f"{folder}: ") and fragment in message and "\n" not in message
 
@@ -165,7 +165,7 @@ def test_bad_teacher_folders(tiny_bert, tmp_path, change, fragment):
 def test_a_base_model_to_fine_tune_may_lack_its_head(tiny_bert, tmp_path):
     """Only a fine-tuned teacher must be complete: a base encoder gets a fresh classification head."""
     folder = broken_copy(tiny_bert, tmp_path, fewer_weights_than_config)
-    _, model = load_classifier(str(folder), num_labels=2)
+    _, model = load_classifier(str(folder), new_head=True)
     assert model.config.num_hidden_layers == 3
 
 
@@ -216,7 +216,7 @@ def test_cli_refuses_a_cut_teacher(tmp_path, tiny_bert):
     # The tiny BERT reads 64 positions: within that, so the weights are what fails.
     (tmp_path / "params.yaml").write_text(json.dumps({"teacher": {"max_length": 32, "truncation": "head"}}))
     (tmp_path / "u.jsonl").write_text(GOOD)
-    result = bert2lr("logits", "--teacher", "teacher", "--unlabeled", "u.jsonl", "--test", "u.jsonl",
-                     "--out-dir", "logits", "--info", "info.json", cwd=tmp_path)
+    result = bert2lr("logits", "--teacher", "teacher", "--reviews", "u.jsonl",
+                     "--out", "logits.npz", "--info", "info.json", cwd=tmp_path)
     assert_one_line_error(result, "teacher: its model.safetensors is damaged or incomplete")
-    assert not (tmp_path / "logits").exists()
+    assert not (tmp_path / "logits.npz").exists()

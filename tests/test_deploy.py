@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert2lr.deploy import load_student, predictions
+from bert2lr.serving.deploy import load_student, predictions
 from bert2lr.errors import UserError
 from bert2lr.files import read_reviews
 
@@ -30,7 +30,7 @@ def gated(student_dir, tmp_path):
 
 def test_loading_and_predicting_imports_neither_torch_nor_transformers(gated):
     code = (
-        "import sys; from bert2lr.deploy import load_student, predictions;"
+        "import sys; from bert2lr.serving.deploy import load_student, predictions;"
         f"m, _ = load_student({str(gated)!r}); print(predictions(m, ['great film', ''])[0]['label']);"
         "bad = [x for x in ('torch', 'transformers', 'sklearn', 'scipy') if x in sys.modules];"
         "assert not bad, bad"

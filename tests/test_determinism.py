@@ -21,12 +21,12 @@ TRAIN = """
 import json, sys
 from pathlib import Path
 from bert2lr.params import TeacherParams
-from bert2lr.teacher import train_teacher
+from bert2lr.stages.teacher import train_teacher
 
 texts, labels, model, seed, out = json.loads(sys.argv[1])
 p = TeacherParams(model=model, max_length=32, head_tokens=12, truncation="head+tail", epochs=2,
                   batch_size=4, learning_rate=1e-3, seed=seed)
-train_teacher(texts, labels, Path(out), p)
+train_teacher(texts, labels, Path(out), Path(out + '-training'), p)
 """
 
 
@@ -54,6 +54,10 @@ def test_teacher_is_byte_identical_across_processes(tiny_bert, tmp_path):
     # (a wall-clock time in training.json did) changes dvc.lock and reruns every later stage.
     assert a == b
     assert "model.safetensors" in a and "training.json" in a
+    # dvclive's record of the fine-tuning holds no clock either: same losses, same bytes.
+    records = [{f.relative_to(tmp_path / f"{run}-training").as_posix(): f.read_bytes()
+                for f in (tmp_path / f"{run}-training").rglob("*") if f.is_file()} for run in "ab"]
+    assert records[0] == records[1] and "plots/metrics/train/loss.tsv" in records[0]
     # The comparison can fail: another seed gives other weights.
     assert a["model.safetensors"] != c["model.safetensors"]
     card = json.loads((tmp_path / "a" / "training.json").read_text())

@@ -10,9 +10,9 @@ import pytest
 from conftest import make_archive
 
 from bert2lr.errors import UserError
-from bert2lr.fetch import fetch
+from bert2lr.stages.fetch import fetch
 from bert2lr.params import SplitParams
-from bert2lr.prepare import clean, prepare
+from bert2lr.stages.prepare import clean, prepare
 
 
 def read(path):

@@ -125,6 +125,12 @@ def test_bad_parameters_name_the_key(raw, message):
     assert message in one_line_error(raw)
 
 
+def test_held_out_slice_must_leave_reviews_to_learn_from():
+    message = one_line_error({"split": {"n_labeled": 100}, "teacher": {"n_heldout": 100}})
+    assert message.startswith("params.yaml: 'teacher.n_heldout' (100) must leave the teacher some of")
+    assert parse_params({"split": {"n_labeled": 100}, "teacher": {"n_heldout": 99}}).teacher.n_heldout == 99
+
+
 def test_head_tokens_matter_only_with_head_tail():
     assert parse_params({"teacher": {"truncation": "head", "head_tokens": 300}}).teacher.head_tokens == 300
 
@@ -141,6 +147,7 @@ ACCEPTED = {
     "baseline.C": [10**12, 1e300],  # no regularisation to speak of; still a finite model
     "teacher.head_tokens": [0],  # head+tail with no head: the tail only
     "teacher.warmup_ratio": [0], "teacher.weight_decay": [0], "teacher.seed": [0],
+    "teacher.n_heldout": [0],  # no held-out slice: the teacher learns from every labeled review
     "logits.quantize": [True],
     "student.min_df": [10**12],  # the student stage: "no n-gram to learn from"
     "student.max_features": [10**12],  # keep all n-grams
@@ -179,7 +186,7 @@ def test_every_key_refuses_or_accepts_hostile_values_knowingly(key):
 
 
 def test_absurd_sizes_are_refused_by_prepare(tmp_path, archive):
-    from bert2lr.prepare import prepare
+    from bert2lr.stages.prepare import prepare
 
     for name in ("n_labeled", "n_unlabeled", "n_test"):
         p = parse_params({"split": {"n_labeled": 10, "n_unlabeled": 5, "n_test": 4, name: 10**12}}).split
@@ -188,8 +195,8 @@ def test_absurd_sizes_are_refused_by_prepare(tmp_path, archive):
 
 
 def test_accepted_student_and_baseline_extremes_give_finite_models(tmp_path):
-    from bert2lr.baseline import train_baseline
-    from bert2lr.student import fit_student
+    from bert2lr.stages.baseline import train_baseline
+    from bert2lr.distill import fit_student
 
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(POSITIVE + NEGATIVE + ["the", "film"], size=8)) for _ in range(40)]
@@ -215,9 +222,9 @@ def test_accepted_student_and_baseline_extremes_give_finite_models(tmp_path):
 
 
 def test_head_tail_without_head_keeps_the_tail(tiny_bert):
-    from bert2lr.teacher import encode, load_classifier
+    from bert2lr.bert import encode, load_classifier
 
-    tokenizer, _ = load_classifier(str(tiny_bert), num_labels=2)
+    tokenizer, _ = load_classifier(str(tiny_bert), new_head=True)
     text = " ".join(POSITIVE + ["the"] * 40 + NEGATIVE)
     ids = encode(tokenizer, [text], parse_params({"teacher": {"max_length": 12, "head_tokens": 0}}).teacher)[0]
     tokens = tokenizer.convert_ids_to_tokens(ids)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import STAGES, changed, copy_project, ran, run, set_param
+from dvc_project import LOGITS, STAGES, changed, copy_project, ran, run, set_param
 
 pytestmark = pytest.mark.slow
 # What consumes the student or its settings: the scores, the learning curve and the benchmark.
-AFTER_STUDENT = {"student", "evaluate", "curve", "speed"}
-# What scores a linear model (and so runs linear.py and the compiled scorer).
-SCORES_LINEAR_MODELS = {"baseline", "student", "evaluate", "curve", "speed"}
+AFTER_STUDENT = {"student", "evaluate", "assemble", "curve", "speed"}
+# What loads or scores a linear model (and so runs linear.py and the compiled scorer).
+SCORES_LINEAR_MODELS = {"baseline", "student", "evaluate", "assemble", "curve", "speed"}
 
 
 @pytest.fixture
@@ -43,7 +43,10 @@ def test_full_repro_writes_every_metric(project, reproduced):
     assert reproduced[1].count("weighted avg") == 3  # evaluate prints the three reports
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json"}
+    assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json",
+                                             "metrics.json"}  # dvclive's summary of the teacher's training
+    training = json.loads((project / "metrics" / "teacher_training" / "metrics.json").read_text())
+    assert training["epoch"] == 1 and training["train"]["loss"] > 0 and 0 <= training["train"]["accuracy"] <= 1
     speed = json.loads((project / "metrics" / "speed.json").read_text())
     assert speed["student"]["reviews_per_s"] > 0 and speed["teacher"]["reviews_per_s"] > 0
     assert speed["student"]["imports_torch"] is False
@@ -148,23 +151,47 @@ def test_round_trip_through_an_s3_remote(project, tmp_path, s3_server):
 
 def test_student_key_reruns_only_what_follows_the_student(project):
     set_param(project, "student", "alpha", 2.0)
-    assert changed(project) == {"student", "curve"}  # dvc status lists the stages whose own inputs changed
+    # dvc status lists the stages whose own inputs changed; assemble records the settings in the lineage
+    assert changed(project) == {"student", "assemble", "curve"}
     assert ran(run("dvc", "repro", cwd=project).stdout) == AFTER_STUDENT
     diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=project).stdout)
-    assert {Path(f).name for f in diff} <= {"baseline.json", "teacher.json", "student.json", "speed.json"}
+    assert {Path(f).name for f in diff} <= {"baseline.json", "teacher.json", "student.json", "speed.json",
+                                            "metrics.json"}
     assert any(Path(f).name == "speed.json" for f in diff)  # timings always move
+
+
+def test_a_new_test_sample_does_not_refit_the_student(project):
+    """The student learns from the transfer set, its logits and the labeled split only."""
+    set_param(project, "split", "n_test", 10)
+    assert changed(project) == {"prepare"}
+    reran = ran(run("dvc", "repro", cwd=project).stdout)
+    assert reran == {"prepare", "logits@test", "evaluate", "assemble", "curve", "speed"}
+    assert json.loads((project / "metrics" / "student.json").read_text())["n"] == 10
+    assert json.loads((project / "models" / "student" / "lineage.json").read_text())["metrics"]["n_test"] == 10
+
+
+def test_plots_show_the_teacher_training_and_the_learning_curve(project):
+    shown = json.loads(run("dvc", "plots", "show", "--json", cwd=project).stdout)["data"]
+    names = set(shown)
+    assert any(name.endswith("train/loss.tsv") for name in names), names
+    assert any(name.endswith("train/learning_rate.tsv") for name in names), names
+    assert any(name.endswith("train/accuracy.tsv") for name in names), names
+    assert any(name.endswith("heldout/accuracy.tsv") for name in names), names  # teacher.n_heldout: 4
+    assert any("Learning curve" in name for name in names), names
+    loss = next(plot for name, plot in shown.items() if name.endswith("train/loss.tsv"))[0]
+    assert loss["type"] == "vega" and '"step"' in json.dumps(loss["content"])  # drawn against the step
 
 
 def test_teacher_key_reruns_teacher_and_what_follows(project):
     set_param(project, "teacher", "epochs", 2)
     assert changed(project) == {"teacher"}
-    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", "logits"} | AFTER_STUDENT
+    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", *LOGITS} | AFTER_STUDENT
 
 
 def test_teacher_truncation_changes_what_reads_the_teacher(project):
     current = yaml.safe_load((project / "params.yaml").read_text())["teacher"]["truncation"]
     set_param(project, "teacher", "truncation", "head" if current == "head+tail" else "head+tail")
-    assert changed(project) == {"teacher", "logits", "speed"}
+    assert changed(project) == {"teacher", *LOGITS, "speed"}
 
 
 @pytest.mark.parametrize("code", ["src/bert2lr/linear.py", "src/bert2lr/_featurize.c"])

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from test_deploy import with_gate
 
-from bert2lr.deploy import load_student, predictions
-from bert2lr.serve import create_app, default_max_body_bytes
+from bert2lr.serving.deploy import load_student, predictions
+from bert2lr.serving.serve import create_app, default_max_body_bytes
 
 MAX_BODY = 300_000
 

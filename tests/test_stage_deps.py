@@ -78,14 +78,19 @@ def command_code(subcommand: str) -> set[str]:
     return closure(top | imported_modules(command)) | {"src/bert2lr/cli.py"}
 
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# A foreach stage's definition is under `do`.
+STAGES = {name: stage.get("do", stage) for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
+
+
+def stage_code(stage: str) -> set[str]:
+    words = shlex.split(" ".join(STAGES[stage]["cmd"].split()))
+    assert words[0] == "bert2lr", f"stage {stage} does not call bert2lr"
+    return command_code(words[1])
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_depends_on_all_the_code_it_runs(stage):
-    words = shlex.split(" ".join(STAGES[stage]["cmd"].split()))
-    assert words[0] == "bert2lr", f"stage {stage} does not call bert2lr"
-    needed = command_code(words[1])
+    needed = stage_code(stage)
     listed = {d for d in STAGES[stage].get("deps", []) if isinstance(d, str)}
     missing = sorted(needed - listed)
     assert not missing, f"dvc.yaml: stage '{stage}' runs {missing} but does not list them in deps"
@@ -94,5 +99,29 @@ def test_stage_depends_on_all_the_code_it_runs(stage):
 def test_the_derivation_sees_lazy_imports_and_the_c_source():
     """Guards the guard: the student stage's command imports its module inside the function."""
     code = command_code("evaluate")
-    assert "src/bert2lr/evaluate.py" in code and "src/bert2lr/linear.py" in code
+    assert "src/bert2lr/stages/evaluate.py" in code and "src/bert2lr/linear.py" in code
     assert "src/bert2lr/_featurize.c" in code and "src/bert2lr/cli.py" in code
+
+
+def test_stages_never_import_stages():
+    """A stage shares code through the library, never through another stage's module."""
+    stages = PACKAGE / "stages"
+    offenders = []
+    for path in sorted(stages.glob("*.py")):
+        imported = imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+        offenders += [f"{path.name} imports {name}" for name in sorted(imported)
+                      if name.startswith("bert2lr.stages.") and name != f"bert2lr.stages.{path.stem}"
+                      or name == "bert2lr.stages" and path.name != "__init__.py"]
+    assert len(list(stages.glob("*.py"))) > 5 and not offenders, offenders
+
+
+def test_only_the_cli_imports_stages():
+    """The library and serving never reach into a stage, so a stage can change without them."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "stages" or path.name == "cli.py":
+            continue
+        imported = imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+        offenders += [f"{path.relative_to(PACKAGE)} imports {n}" for n in sorted(imported)
+                      if n == "bert2lr.stages" or n.startswith("bert2lr.stages.")]
+    assert not offenders, offenders

@@ -7,15 +7,16 @@ import pytest
 from conftest import NEGATIVE, POSITIVE, TINY_TEACHER
 from transformers import BertConfig, BertModel, CLIPVisionConfig
 
-from bert2lr import teacher as teacher_module
+from bert2lr import bert as bert_module
+from bert2lr.bert import encode, load_fine_tuned, predict_logits
+from bert2lr.distill import fit_student
 from bert2lr.errors import UserError
-from bert2lr.evaluate import evaluate, render_side_by_side
 from bert2lr.files import read_logits, read_reviews
 from bert2lr.linear import LinearTextModel
-from bert2lr.logits import load_teacher, score
 from bert2lr.params import StudentParams, TeacherParams
-from bert2lr.student import fit_student
-from bert2lr.teacher import encode, train_teacher
+from bert2lr.scoring import render_side_by_side
+from bert2lr.stages.evaluate import evaluate
+from bert2lr.stages.teacher import train_teacher
 
 TINY = TeacherParams(**TINY_TEACHER)
 
@@ -32,25 +33,25 @@ def test_logits_keep_review_order_despite_length_batching(workspace, tiny_bert):
     root, p, _ = workspace
     reviews = read_reviews(root / "splits" / "unlabeled.jsonl")
     cached = read_logits(root / "logits" / "unlabeled.npz", [r["id"] for r in reviews])
-    tokenizer, model = load_teacher(root / "teacher")
-    one_by_one = np.vstack([score(tokenizer, model, [r["text"]], p, 1, "x") for r in reviews])
+    tokenizer, model = load_fine_tuned(root / "teacher")
+    one_by_one = np.vstack([predict_logits(tokenizer, model, [r["text"]], p, 1, "x") for r in reviews])
     np.testing.assert_allclose(cached, one_by_one, atol=1e-5)
     with pytest.raises(UserError, match="review ids do not match"):
         read_logits(root / "logits" / "unlabeled.npz", [r["id"] for r in reviews][::-1])
-    info = json.loads((root / "logits_info.json").read_text())
-    assert info["splits"]["unlabeled"]["n"] == 20 and info["splits"]["unlabeled"]["reviews_per_s"] > 0
+    info = json.loads((root / "logits_info" / "unlabeled.json").read_text())
+    assert info["n"] == 20 and info["reviews_per_s"] > 0
 
 
 def test_quantized_logits_are_close(workspace):
     root, p, _ = workspace
     texts = [r["text"] for r in read_reviews(root / "splits" / "test.jsonl")]
-    full = score(*load_teacher(root / "teacher"), texts, p, 4, "fp32")
-    int8 = score(*load_teacher(root / "teacher", quantize=True), texts, p, 4, "int8")
+    full = predict_logits(*load_fine_tuned(root / "teacher"), texts, p, 4, "fp32")
+    int8 = predict_logits(*load_fine_tuned(root / "teacher", quantize=True), texts, p, 4, "int8")
     assert np.abs(full - int8).max() < 0.5
 
 
 def test_head_tail_truncation_keeps_both_ends(tiny_bert):
-    tokenizer, _ = teacher_module.load_classifier(str(tiny_bert), num_labels=2)
+    tokenizer, _ = bert_module.load_classifier(str(tiny_bert), new_head=True)
     text = " ".join(POSITIVE) + " " + " ".join(["the"] * 40) + " " + " ".join(NEGATIVE)
     p = TeacherParams(max_length=12, truncation="head+tail", head_tokens=4)
     ids = encode(tokenizer, [text, "great film"], p)
@@ -65,16 +66,16 @@ def test_head_tail_truncation_keeps_both_ends(tiny_bert):
 
 def test_models_that_are_not_classifiers(tmp_path):
     with pytest.raises(UserError, match="not a transformers model folder"):
-        teacher_module.load_classifier(str(tmp_path))
+        bert_module.load_classifier(str(tmp_path))
     (tmp_path / "vision").mkdir()
     CLIPVisionConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                      num_attention_heads=2).save_pretrained(tmp_path / "vision")
     with pytest.raises(UserError, match="cannot load as a sequence classifier"):
-        teacher_module.load_classifier(str(tmp_path / "vision"))
+        bert_module.load_classifier(str(tmp_path / "vision"))
     with pytest.raises(UserError, match="never downloads at run time"):
-        teacher_module.load_classifier("no-such-org/no-such-model")
+        bert_module.load_classifier("no-such-org/no-such-model")
     with pytest.raises(UserError, match="teacher folder not found"):
-        load_teacher(tmp_path / "missing")
+        load_fine_tuned(tmp_path / "missing")
 
 
 def test_logits_need_a_two_label_teacher(tmp_path, tiny_bert):
@@ -85,7 +86,7 @@ def test_logits_need_a_two_label_teacher(tmp_path, tiny_bert):
     model.save_pretrained(tmp_path / "three")
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "three")
     with pytest.raises(UserError, match="3 labels; expected 2"):
-        load_teacher(tmp_path / "three")
+        load_fine_tuned(tmp_path / "three")
 
 
 def test_base_encoder_gets_a_fresh_head(tmp_path, tiny_bert):
@@ -94,12 +95,12 @@ def test_base_encoder_gets_a_fresh_head(tmp_path, tiny_bert):
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "encoder")
-    _, model = teacher_module.load_classifier(str(tmp_path / "encoder"), num_labels=2)
+    _, model = bert_module.load_classifier(str(tmp_path / "encoder"), new_head=True)
     assert model.config.num_labels == 2
 
 
 def test_interrupted_teacher_leaves_no_output(tmp_path, tiny_bert, monkeypatch):
-    original = teacher_module.AutoTokenizer.from_pretrained
+    original = bert_module.AutoTokenizer.from_pretrained
 
     def tokenizer_that_breaks_on_save(*args, **kwargs):
         tokenizer = original(*args, **kwargs)
@@ -111,9 +112,9 @@ def test_interrupted_teacher_leaves_no_output(tmp_path, tiny_bert, monkeypatch):
         tokenizer.save_pretrained = save_pretrained
         return tokenizer
 
-    monkeypatch.setattr(teacher_module.AutoTokenizer, "from_pretrained", tokenizer_that_breaks_on_save)
+    monkeypatch.setattr(bert_module.AutoTokenizer, "from_pretrained", tokenizer_that_breaks_on_save)
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(["great", "awful"], [1, 0], tmp_path / "teacher",
+        train_teacher(["great", "awful"], [1, 0], tmp_path / "teacher", tmp_path / "training",
                       TINY.model_copy(update={"model": str(tiny_bert)}))
     assert list(tmp_path.iterdir()) == []
 
@@ -147,7 +148,7 @@ def test_student_stage_and_evaluate(workspace, student_dir, tmp_path):
     assert lineage["splits"]["unlabeled"]["n_reviews"] == 20
     assert len(lineage["reviews"]["labeled"]) == 16
     assert LinearTextModel.load(student_dir).n_features == lineage["model"]["n_features"]
-    results = evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", student_dir,
+    results = evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", student_dir.parent / "candidate",
                        root / "logits" / "test.npz", tmp_path / "metrics")
     assert set(results) == {"baseline", "teacher", "student"}
     for name, result in results.items():
@@ -161,3 +162,59 @@ def test_student_stage_and_evaluate(workspace, student_dir, tmp_path):
     assert 0 <= results["student"]["agreement_with_teacher"] <= 1
     text = render_side_by_side(results)
     assert "baseline (accuracy" in text and "weighted avg" in text and text.count("precision") == 3
+
+
+def test_teacher_training_is_charted_by_dvclive(workspace):
+    root, _, card = workspace
+    record = root / "teacher_training"
+    summary = json.loads((record / "metrics.json").read_text())
+    assert summary["epoch"] == 1 and summary["step"] == card["steps"] - 1
+    assert summary["train"]["loss"] > 0 and 0 <= summary["train"]["accuracy"] <= 1
+    loss = (record / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t")[:2] == ["step", "loss"] and len(loss) == 1 + card["steps"]
+    assert not (record / "plots" / "metrics" / "heldout").exists()  # no held-out slice asked for
+    assert [x.name for x in root.iterdir() if x.name.startswith(".")] == []
+
+
+def test_held_out_slice_is_kept_from_training_and_scored_per_epoch(tmp_path, tiny_bert):
+    texts = [f"{'great superb' if i % 2 else 'awful dull'} film {i}" for i in range(12)]
+    labels = [i % 2 for i in range(12)]
+    p = TINY.model_copy(update={"model": str(tiny_bert), "epochs": 2, "n_heldout": 4})
+    card = train_teacher(texts, labels, tmp_path / "teacher", tmp_path / "training", p)
+    assert card["n_reviews"] == 8
+    rows = (tmp_path / "training" / "plots" / "metrics" / "heldout" / "accuracy.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # one per epoch
+    summary = json.loads((tmp_path / "training" / "metrics.json").read_text())
+    assert summary["epoch"] == 2 and 0 <= summary["heldout"]["accuracy"] <= 1
+
+
+def test_no_held_out_slice_trains_as_before(tmp_path, tiny_bert):
+    """n_heldout 0 draws the same random numbers as a teacher from before the held-out slice existed."""
+    from bert2lr.stages.teacher import hold_out
+
+    assert hold_out(5, 0, 0) == ([0, 1, 2, 3, 4], [])
+    train, held = hold_out(10, 3, 0)
+    assert len(held) == 3 and sorted(train + held) == list(range(10)) and hold_out(10, 3, 0) == (train, held)
+
+
+def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, student_dir, tmp_path):
+    from bert2lr.scoring import quality_gate
+    from bert2lr.stages.assemble import assemble
+
+    root, _, _ = workspace
+    s = root / "splits"
+    candidate = student_dir.parent / "candidate"
+    metrics = json.loads((student_dir.parent / "metrics" / "student.json").read_text())
+    baseline = json.loads((student_dir.parent / "metrics" / "baseline.json").read_text())
+    assert metrics["gate"] == quality_gate(metrics["accuracy"], baseline["accuracy"])
+    lineage = json.loads((student_dir / "lineage.json").read_text())
+    assert lineage["gate"] == metrics["gate"] and lineage["metrics"]["accuracy"] == metrics["accuracy"]
+    assert (student_dir / "model.npz").read_bytes() == (candidate / "model.npz").read_bytes()
+    assert quality_gate(0.8, 0.8)["passed"] is False and quality_gate(0.81, 0.8)["passed"] is True
+    del metrics["gate"]
+    (tmp_path / "student.json").write_text(json.dumps(metrics))
+    splits = {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")}
+    with pytest.raises(UserError, match="student.json: no 'gate' in the student's metrics"):
+        assemble(candidate, tmp_path / "student.json", s / "labeled.jsonl", splits, root / "teacher",
+                 root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,7 +27,7 @@ PARAMS = Path("params.yaml")
 @app.command()
 def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
     """Bring the IMDB archive to OUT from the first of fetch.sources that has it."""
-    from bert2lr.fetch import fetch as run
+    from bert2lr.stages.fetch import fetch as run
 
     run([(s.source, s.hash) for s in load_params(params).fetch.sources], out)
 
@@ -34,7 +35,7 @@ def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
 @app.command()
 def prepare(archive: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
     """Sample the labeled, unlabeled and test splits from the archive."""
-    from bert2lr.prepare import prepare as run
+    from bert2lr.stages.prepare import prepare as run
 
     run(archive, out_dir, load_params(params).split)
 
@@ -42,8 +43,8 @@ def prepare(archive: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
 @app.command()
 def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
     """Train the n-gram logistic-regression baseline on the labeled split."""
-    from bert2lr.baseline import train_baseline
     from bert2lr.files import read_reviews
+    from bert2lr.stages.baseline import train_baseline
 
     reviews = read_reviews(labeled, need_labels=True)
     train_baseline([r["text"] for r in reviews], [r["label"] for r in reviews], out,
@@ -51,54 +52,64 @@ def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
 
 
 @app.command()
-def teacher(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
+def teacher(labeled: In, out: Out,
+            training: Annotated[Path, typer.Option(help="folder for dvclive's record of the fine-tuning")],
+            params: ParamsFile = PARAMS) -> None:
     """Fine-tune the BERT teacher on the labeled split."""
     p = load_params(params).teacher
     check_teacher_length(p, source=str(params))
     from bert2lr.files import read_reviews
-    from bert2lr.teacher import train_teacher
+    from bert2lr.stages.teacher import train_teacher
 
     reviews = read_reviews(labeled, need_labels=True)
-    train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, p)
+    train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, training, p)
 
 
 @app.command()
-def logits(teacher: In, unlabeled: In, test: In, out_dir: Out,
-           info: Annotated[Path, typer.Option(help="where to write the inference rates (JSON)")],
+def logits(teacher: In, reviews: In, out: Out,
+           info: Annotated[Path, typer.Option(help="where to write the inference rate (JSON)")],
            params: ParamsFile = PARAMS) -> None:
-    """Cache the teacher's raw logits on the unlabeled and test splits."""
+    """Cache the teacher's raw logits on one split of reviews."""
     p = load_params(params)
     check_teacher_length(p.teacher, teacher, str(params))  # the fine-tuned folder is what runs
-    from bert2lr.logits import teacher_logits
+    from bert2lr.stages.logits import teacher_logits
 
-    teacher_logits(teacher, {"unlabeled": unlabeled, "test": test}, out_dir, info, p.teacher, p.logits)
+    teacher_logits(teacher, reviews, out, info, p.teacher, p.logits)
 
 
 @app.command()
-def student(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: In, baseline: In,
-            teacher: In, archive: In, out: Out, params: ParamsFile = PARAMS) -> None:
-    """Fit the student to the teacher's logits and write it with its lineage record."""
-    from bert2lr.student import student_stage
+def student(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
+    """Fit the student to the teacher's logits on the transfer set (and the labeled split)."""
+    from bert2lr.stages.student import student_stage
 
-    student_stage(unlabeled, teacher_logits, labeled, test, test_full, baseline, teacher, archive, out,
-                  load_params(params).student)
+    student_stage(unlabeled, teacher_logits, labeled, out, load_params(params).student)
 
 
 @app.command()
 def evaluate(test: In, test_full: In, baseline: In, student: In, teacher_logits: In,
              metrics_dir: Out) -> None:
-    """Score the three models on the same test reviews; print their reports."""
-    from bert2lr.evaluate import evaluate as run
-    from bert2lr.evaluate import render_side_by_side
+    """Score the three models on the same test reviews, decide the student's gate; print the reports."""
+    from bert2lr.scoring import render_side_by_side
+    from bert2lr.stages.evaluate import evaluate as run
 
     typer.echo(render_side_by_side(run(test, test_full, baseline, student, teacher_logits, metrics_dir)))
 
 
 @app.command()
+def assemble(student: In, metrics: In, archive: In, labeled: In, unlabeled: In, test: In, test_full: In,
+             teacher: In, teacher_logits: In, out: Out, params: ParamsFile = PARAMS) -> None:
+    """Pack the evaluated student with its lineage record (data, teacher, settings, metrics, gate)."""
+    from bert2lr.stages.assemble import assemble as run
+
+    run(student, metrics, archive, {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full},
+        teacher, teacher_logits, out, load_params(params).student)
+
+
+@app.command()
 def report(metrics_dir: Annotated[Path, typer.Option(help="folder of the metrics files")] = Path("metrics")) -> None:
     """Print the baseline, teacher and student classification reports side by side."""
-    from bert2lr.evaluate import MODELS, render_side_by_side
     from bert2lr.files import read_json
+    from bert2lr.scoring import MODELS, render_side_by_side
 
     typer.echo(render_side_by_side(
         {name: read_json(metrics_dir / f"{name}.json", f"{name} metrics") for name in MODELS}))
@@ -108,7 +119,7 @@ def report(metrics_dir: Annotated[Path, typer.Option(help="folder of the metrics
 def curve(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: In, teacher_test_logits: In,
           baseline: In, out: Out, params: ParamsFile = PARAMS) -> None:
     """Student accuracy against the number of unlabeled reviews (curve.sizes)."""
-    from bert2lr.curve import learning_curve
+    from bert2lr.stages.curve import learning_curve
 
     p = load_params(params)
     learning_curve(unlabeled, teacher_logits, labeled, test, test_full, teacher_test_logits, baseline, out,
@@ -120,7 +131,7 @@ def benchmark(teacher: In, student: In, test: In, out: Out, params: ParamsFile =
     """Teacher against student: throughput, latency, size and peak memory on the test reviews."""
     p = load_params(params)
     check_teacher_length(p.teacher, teacher, str(params))
-    from bert2lr.speed import benchmark as run
+    from bert2lr.stages.speed import benchmark as run
 
     typer.echo(json.dumps(run(teacher, student, test, out, p.teacher, p.logits.batch_size), indent=2))
 
@@ -150,8 +161,8 @@ def audit(
     verify: Annotated[bool, typer.Option("--verify", help="recompute the workspace's hashes and compare")] = False,
 ) -> None:
     """Tell which data, teacher and settings produced a student."""
-    from bert2lr import audit as auditing
-    from bert2lr.deploy import read_lineage
+    from bert2lr.serving import audit as auditing
+    from bert2lr.serving.deploy import read_lineage
 
     lineage = read_lineage(path)
     if reviews is not None:
@@ -180,7 +191,7 @@ def predict(
     allow_ungated: Ungated = False,
 ) -> None:
     """Classify texts with the student; JSON Lines with label, probability and logit."""
-    from bert2lr.deploy import load_student, predictions
+    from bert2lr.serving.deploy import load_student, predictions
 
     student, _ = load_student(model, allow_ungated)
     batch = list(texts or [])
@@ -211,7 +222,7 @@ def serve(
     try:
         import uvicorn
 
-        from bert2lr.serve import create_app
+        from bert2lr.serving.serve import create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'bert2lr[serve]'") from None
     uvicorn.run(create_app(model, allow_ungated, max_batch, max_chars, max_body_bytes), host=host, port=port,
@@ -219,6 +230,10 @@ def serve(
 
 
 def main() -> None:
+    # Nothing downloads weights at run time: every load passes local_files_only, and the Hugging Face
+    # libraries are told so too, here at the entry, before a command imports them (they read it once).
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

@@ -164,18 +164,16 @@ def read_json(path: Path | str, what: str = "JSON file"):
         raise UserError(f"{path}: {what} is not valid JSON ({exc})") from None
 
 
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes: the one hashing helper (fetch checks md5 with it too)."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def sha256_manifest(folder: Path | str) -> dict[str, str]:
     """{relative path: sha256} of every file under a folder, sorted by path."""
     folder = Path(folder)
-    return {file.relative_to(folder).as_posix(): sha256_file(file)
+    return {file.relative_to(folder).as_posix(): file_digest(file)
             for file in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
@@ -183,7 +181,7 @@ def sha256_tree(path: Path | str) -> str:
     """One hash over a folder's relative file names and contents (of a file: its sha256)."""
     path = Path(path)
     if path.is_file():
-        return sha256_file(path)
+        return file_digest(path)
     digest = hashlib.sha256()
     for name, file_hash in sha256_manifest(path).items():
         digest.update(name.encode() + b"\0")

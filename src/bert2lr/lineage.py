@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from bert2lr.files import read_json, sha256_file, sha256_manifest, sha256_tree
+from bert2lr.files import file_digest, read_json, sha256_manifest, sha256_tree
 
 LINEAGE_FILE = "lineage.json"
 FORMAT = "bert2lr-lineage/1"
@@ -55,15 +55,15 @@ def build(archive: Path, splits: dict[str, Path], teacher: Path, teacher_logits:
     return {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "archive": {"path": str(archive), "sha256": sha256_file(archive)},
-        "splits": {name: {"path": str(path), "sha256": sha256_file(path), "n_reviews": count_lines(path)}
+        "archive": {"path": str(archive), "sha256": file_digest(archive)},
+        "splits": {name: {"path": str(path), "sha256": file_digest(path), "n_reviews": count_lines(path)}
                    for name, path in splits.items()},
         "teacher": {"base_model": card["base_model"], "path": str(teacher),
                     "weights": {"path": str(weights), "sha256": sha256_tree(weights)},
                     # Every file the teacher's predictions depend on: tokenizer and config as well as weights.
                     "files": sha256_manifest(teacher),
                     "params": card["params"]},
-        "teacher_logits": {"path": str(teacher_logits), "sha256": sha256_file(teacher_logits)},
+        "teacher_logits": {"path": str(teacher_logits), "sha256": file_digest(teacher_logits)},
         "student": {"params": student_params},
         "git": _git(),
         "versions": _versions(),

@@ -92,6 +92,8 @@ class TeacherParams(_Group):
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of the steps spent warming the learning rate up")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW's weight decay (not on biases and LayerNorm)")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the classifier head and the batch order")
+    n_heldout: int = Field(0, ge=0, le=1_000_000,
+                           description="labeled reviews kept out of fine-tuning to chart its accuracy per epoch")
 
     @model_validator(mode="after")
     def _head_fits(self):
@@ -153,6 +155,14 @@ class Params(_Group):
     logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
     student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
     curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
+
+    @model_validator(mode="after")
+    def _teacher_keeps_reviews(self):
+        if self.teacher.n_heldout >= self.split.n_labeled:
+            raise ValueError(
+                f"'teacher.n_heldout' ({self.teacher.n_heldout}) must leave the teacher some of the "
+                f"'split.n_labeled' ({self.split.n_labeled}) reviews to learn from")
+        return self
 
 
 # --- pydantic's findings as one line -------------------------------------------------------------

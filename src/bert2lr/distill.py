@@ -1,19 +1,19 @@
-"""Stage 6: the student, a linear model on n-grams fitted to the teacher's logits."""
+"""Fit a linear bag-of-n-grams student to a teacher's logits (and, weighted, to gold labels).
+
+The student stage fits one on the whole transfer set; the learning curve fits one per size.
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 
-from bert2lr import lineage
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path, read_logits, read_reviews, sha256_file, write_json
-from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
+from bert2lr.linear import LinearTextModel, sigmoid
 from bert2lr.params import StudentParams
 
 log = logging.getLogger(__name__)
@@ -79,48 +79,3 @@ def train_student(unlabeled: list[dict], teacher_logits: np.ndarray, labeled: li
                   p: StudentParams) -> LinearTextModel:
     return fit_student([r["text"] for r in unlabeled], teacher_logits, p,
                        [r["text"] for r in labeled], [r["label"] for r in labeled])
-
-
-def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, test: Path, test_full: Path,
-                  baseline: Path, teacher: Path, archive: Path, out_dir: Path, p: StudentParams) -> dict:
-    """Fit the student, score it, and write it with its lineage record (both or neither)."""
-    unlabeled_reviews = read_reviews(unlabeled)
-    labeled_reviews = read_reviews(labeled, need_labels=True)
-    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews])
-    model = train_student(unlabeled_reviews, logits, labeled_reviews, p)
-    metrics = score_against_baseline(model, LinearTextModel.load(baseline), test, test_full)
-    record = lineage.build(
-        archive=archive, splits={"labeled": labeled, "unlabeled": unlabeled, "test": test,
-                                 "test_full": test_full},
-        teacher=teacher, teacher_logits=teacher_logits, student_params=p.model_dump(),
-        metrics=metrics["student"], gate=metrics["gate"],
-        reviews={"labeled": [r["id"] for r in labeled_reviews],
-                 "unlabeled": [r["id"] for r in unlabeled_reviews]},
-    )
-    with atomic_path(out_dir, directory=True) as tmp:
-        model.save(tmp / MODEL_FILE)
-        record["model"] = {"file": MODEL_FILE, "sha256": sha256_file(tmp / MODEL_FILE),
-                           "n_features": model.n_features}
-        write_json(tmp / lineage.LINEAGE_FILE, record)
-    return metrics
-
-
-def score_against_baseline(student: LinearTextModel, baseline: LinearTextModel, test: Path,
-                           test_full: Path) -> dict:
-    """The student's test accuracy on the sample and the whole test half, and its quality gate."""
-    accuracy = {}
-    for name, path in (("test", test), ("test_full", test_full)):
-        reviews = read_reviews(path, need_labels=True)
-        texts, y = [r["text"] for r in reviews], np.array([r["label"] for r in reviews])
-        accuracy[name] = {m: round(float(np.mean(model.predict(texts) == y)), 4)
-                          for m, model in (("student", student), ("baseline", baseline))}
-        accuracy[name]["n"] = len(reviews)
-    margin = accuracy["test"]["student"] - accuracy["test"]["baseline"]
-    return {
-        "student": {"accuracy": accuracy["test"]["student"], "n_test": accuracy["test"]["n"],
-                    "test_full_accuracy": accuracy["test_full"]["student"],
-                    "n_test_full": accuracy["test_full"]["n"]},
-        "gate": {"passed": bool(margin > 0), "baseline_accuracy": accuracy["test"]["baseline"],
-                 "margin": round(margin, 4),
-                 "rule": "the student's accuracy on the test sample exceeds the baseline's"},
-    }

@@ -1,8 +1,7 @@
-"""Stage 1: bring the IMDB archive into the workspace from the first source that has it."""
+"""Stage: bring the IMDB archive into the workspace from the first source that has it."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import re
@@ -13,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path
+from bert2lr.files import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,15 @@ def parse_hash(source: str, expected: str) -> tuple[str, str]:
     return match.group(1), match.group(2).lower()
 
 
-def _copy(src, dst: Path, total: int | None, label: str, algorithm: str) -> tuple[int, str]:
-    """Copy `src` to `dst`, hashing the bytes as they pass; return (bytes copied, hex digest)."""
-    digest = hashlib.new(algorithm)
+def _copy(src, dst: Path, total: int | None, label: str) -> int:
+    """Copy `src` to `dst` with a progress bar; return the bytes copied."""
     n = 0
     with open(dst, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=label) as bar:
         for block in iter(lambda: src.read(1 << 20), b""):
             out.write(block)
-            digest.update(block)
             n += len(block)
             bar.update(len(block))
-    return n, digest.hexdigest()
+    return n
 
 
 def fetch(sources: list[tuple[str, str | None]], out: Path, base: Path = Path(".")) -> str:
@@ -68,15 +65,16 @@ def fetch(sources: list[tuple[str, str | None]], out: Path, base: Path = Path(".
                     with urllib.request.urlopen(source, timeout=30) as response:
                         length = response.headers.get("Content-Length")
                         total = int(length) if length and length.isdigit() else None
-                        n, digest = _copy(response, tmp, total, "download", algorithm)
+                        n = _copy(response, tmp, total, "download")
                 else:
                     path = Path(source).expanduser()
                     path = path if path.is_absolute() else base / path
                     with open(path, "rb") as src:
                         total = path.stat().st_size
-                        n, digest = _copy(src, tmp, total, "copy", algorithm)
+                        n = _copy(src, tmp, total, "copy")
                 if total is not None and n != total:
                     raise _Rejected(f"{n} bytes of the {total} announced: cut short")
+                digest = file_digest(tmp, algorithm)
                 if check and digest != check[1]:
                     raise _Rejected(f"{algorithm} {digest[:12]}… but expected {check[1][:12]}…")
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError, _Rejected) as exc:

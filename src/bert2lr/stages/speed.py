@@ -46,12 +46,12 @@ def _measure_teacher(teacher: str, texts: list[str], p: TeacherParams, batch_siz
     os.environ["TQDM_DISABLE"] = "1"  # a bar per single-review call would only be noise
     import torch
 
-    from bert2lr.logits import load_teacher, score
+    from bert2lr.bert import load_fine_tuned, predict_logits
 
-    tokenizer, model = load_teacher(Path(teacher))
+    tokenizer, model = load_fine_tuned(Path(teacher))
 
     def batch(xs):
-        return score(tokenizer, model, xs, p, batch_size, "teacher").argmax(axis=1)
+        return predict_logits(tokenizer, model, xs, p, batch_size, "teacher").argmax(axis=1)
 
     result = _rate_and_latency(batch, lambda x: batch([x]), texts, n_latency, min_seconds=0.0)
     result["threads"] = torch.get_num_threads()
@@ -62,7 +62,7 @@ def _measure_teacher(teacher: str, texts: list[str], p: TeacherParams, batch_siz
 def _measure_student(student: str, texts: list[str], n_latency: int) -> dict:
     import sys
 
-    from bert2lr.deploy import load_student
+    from bert2lr.serving.deploy import load_student
 
     model, _ = load_student(Path(student), allow_ungated=True)
     result = _rate_and_latency(model.predict, lambda x: model.predict([x]), texts, n_latency, min_seconds=2.0)

@@ -1,45 +1,40 @@
-"""Stage 4: fine-tune a BERT-family teacher on the labeled split."""
+"""A BERT-family sequence classifier, as the teacher, its inference and the benchmark use it.
+
+Resolve a model name offline, load tokenizer and classifier (a folder that is not one is a
+UserError), encode with head or head+tail truncation, batch by length, run on a device. The stages
+that fine-tune (teacher), score (logits) and time (speed) a BERT all go through here.
+
+Offline: nothing downloads weights at run time. Every load here passes local_files_only, and the
+CLI entry (cli.main) sets the Hugging Face offline variables before anything imports the hub client.
+"""
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import random
-import time
+import warnings
 from pathlib import Path
 
-# Nothing may download weights at run time: models come from local folders or the local cache.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors import SafetensorError  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    get_linear_schedule_with_warmup,
-)
-from transformers.models.auto.modeling_auto import (  # noqa: E402
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-)
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from bert2lr.errors import UserError  # noqa: E402
-from bert2lr.files import atomic_path, write_json  # noqa: E402
-from bert2lr.lineage import TEACHER_CARD  # noqa: E402
-from bert2lr.params import EMBEDDED_TEACHER, TeacherParams  # noqa: E402
+from bert2lr.classes import CLASS_NAMES
+from bert2lr.errors import UserError
+from bert2lr.params import EMBEDDED_TEACHER, TeacherParams
 
 try:  # transformers 5 validates config.json fields and raises this for a mistyped one
     from huggingface_hub.errors import StrictDataclassError
 except ImportError:  # older huggingface_hub: config fields are not validated
     StrictDataclassError = ValueError
 
-log = logging.getLogger(__name__)
-LABELS = {0: "neg", 1: "pos"}
+def one_line(exc: Exception) -> str:
+    """An exception's message on one line: the CLI prints a user error as a single line."""
+    return " ".join(str(exc).split())
 
 
 def resolve_model(name: str) -> str:
@@ -69,11 +64,12 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_classifier(name: str, num_labels: int | None = None, fine_tuned: bool = False):
+def load_classifier(name: str, new_head: bool = False):
     """Load tokenizer and sequence classifier; a folder that is not one is a UserError.
 
-    `fine_tuned`: the folder is a trained classifier, so every weight its config names must be
-    in it (transformers would initialise missing ones at random and only log it).
+    `new_head`: put a fresh classification head for our classes on a base model (to fine-tune).
+    Otherwise the folder is a trained classifier, so every weight its config names must be in it
+    (transformers would initialise missing ones at random and only log it).
     """
     source = resolve_model(name)
     try:
@@ -85,9 +81,10 @@ def load_classifier(name: str, num_labels: int | None = None, fine_tuned: bool =
             f"{name}: a '{config.model_type}' model, which transformers cannot load as a sequence classifier"
         )
     kwargs = {}
-    if num_labels is not None:
-        kwargs = {"num_labels": num_labels, "id2label": LABELS,
-                  "label2id": {v: k for k, v in LABELS.items()}}
+    if new_head:
+        id2label = dict(enumerate(CLASS_NAMES))
+        kwargs = {"num_labels": len(CLASS_NAMES), "id2label": id2label,
+                  "label2id": {v: k for k, v in id2label.items()}}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
     try:
@@ -112,16 +109,27 @@ def load_classifier(name: str, num_labels: int | None = None, fine_tuned: bool =
             raise UserError(f"{name}: cannot load it as a sequence classifier ({one_line(exc)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    if fine_tuned and info["missing_keys"]:
+    if not new_head and info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise UserError(f"{name}: its weights lack {len(missing)} tensors its config.json names "
                         f"({missing[0]}, ...); expected a complete fine-tuned classifier")
     return tokenizer, model
 
 
-def one_line(exc: Exception) -> str:
-    """An exception's message on one line: the CLI prints a user error as a single line."""
-    return " ".join(str(exc).split())
+def load_fine_tuned(model_dir: Path, quantize: bool = False):
+    """Load a fine-tuned classifier for inference; it must have one output per class."""
+    if not Path(model_dir).is_dir():
+        raise UserError(f"{model_dir}: teacher folder not found (run `dvc repro teacher`)")
+    tokenizer, model = load_classifier(str(model_dir))
+    if model.config.num_labels != len(CLASS_NAMES):
+        raise UserError(f"{model_dir}: a classifier with {model.config.num_labels} labels; "
+                        f"expected {len(CLASS_NAMES)}")
+    model.to(device()).eval()
+    if quantize and device().type == "cpu":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantize_dynamic is deprecated in favour of torchao
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return tokenizer, model
 
 
 def encode(tokenizer, texts: list[str], p: TeacherParams) -> list[list[int]]:
@@ -171,54 +179,22 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def train_teacher(texts: list[str], labels: list[int], out_dir: Path, p: TeacherParams) -> dict:
-    """Fine-tune `p.model` on (texts, labels) with AdamW, warm-up then linear decay; save_pretrained."""
-    started = time.perf_counter()
-    seed_everything(p.seed)
-    tokenizer, model = load_classifier(p.model, num_labels=2)
-    dev = device()
-    model.to(dev).train()
+@torch.inference_mode()
+def predict_logits(tokenizer, model, texts: list[str], p: TeacherParams, batch_size: int,
+                   desc: str = "logits") -> np.ndarray:
+    """Logits of shape (n, classes) in the order of `texts`.
+
+    Texts are batched by token count so that a batch pads to its own longest text, not to
+    max_length; the results are put back in the input order.
+    """
     ids = encode(tokenizer, texts, p)
-    y = torch.tensor(labels)
-    no_decay = ("bias", "LayerNorm.weight", "layernorm", "layer_norm")
-    groups = [
-        {"params": [w for n, w in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": p.weight_decay},
-        {"params": [w for n, w in model.named_parameters() if any(k in n for k in no_decay)],
-         "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=p.learning_rate)
-    steps_per_epoch = math.ceil(len(ids) / p.batch_size)
-    total = max(1, p.epochs * steps_per_epoch)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(p.warmup_ratio * total), total)
-    generator = torch.Generator().manual_seed(p.seed)
-    losses = []
-    log.info("teacher: fine-tuning %s on %d reviews, %d epochs, on %s", p.model, len(ids), p.epochs, dev)
-    with tqdm(total=p.epochs * len(ids), desc="fine-tune", unit=" reviews") as bar:
-        for epoch in range(p.epochs):
-            order = torch.randperm(len(ids), generator=generator).tolist()
-            for start in range(0, len(ids), p.batch_size):
-                index = order[start: start + p.batch_size]
-                batch = collate(tokenizer, [ids[i] for i in index], dev)
-                loss = model(**batch, labels=y[index].to(dev)).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
-                bar.update(len(index))
-                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}")
-    # The card is part of the DVC output models/teacher, so it holds only what determines the
-    # weights: a wall-clock time here changed the folder's hash (and reran `logits`) on every
-    # rerun. The intra-op thread count is recorded because the CPU gradients depend on it (how
-    # reductions are split over threads); the same count gives the same bytes.
-    card = {"base_model": p.model, "params": p.model_dump(), "n_reviews": len(ids), "steps": len(losses),
-            "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-            "device": str(dev), "threads": torch.get_num_threads()}
-    log.info("teacher: fine-tuned in %.1f s on %d threads", time.perf_counter() - started, card["threads"])
-    with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / TEACHER_CARD, card)
-    return card
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    dev = device()
+    with tqdm(total=len(ids), desc=desc, unit=" texts") as bar:
+        for start in range(0, len(ids), batch_size):
+            index = order[start: start + batch_size]
+            batch = collate(tokenizer, [ids[i] for i in index], dev)
+            out[index] = model(**batch).logits.float().cpu().numpy()
+            bar.update(len(index))
+    return out

@@ -10,8 +10,9 @@ import re
 import reprlib
 from pathlib import Path
 
+from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
-from bert2lr.files import read_json, sha256_file
+from bert2lr.files import file_digest, read_json
 from bert2lr.lineage import FORMAT as LINEAGE_FORMAT
 from bert2lr.lineage import LINEAGE_FILE
 from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
@@ -25,7 +26,7 @@ def student_files(path: Path | str) -> tuple[Path, Path]:
     folder = path if path.is_dir() or path.suffix != ".npz" else path.parent
     model = path if path.suffix == ".npz" else folder / MODEL_FILE
     if not model.is_file():
-        raise UserError(f"{model}: student model not found (run `dvc repro student` or `dvc pull`)")
+        raise UserError(f"{model}: student model not found (run `dvc repro assemble` or `dvc pull`)")
     return model, folder / LINEAGE_FILE
 
 
@@ -108,7 +109,7 @@ def load_student(path: Path | str = DEFAULT_STUDENT, allow_ungated: bool = False
     """Load a student whose file matches its lineage record and which passed its quality gate."""
     model_file, _ = student_files(path)
     lineage = read_lineage(path)
-    actual = sha256_file(model_file)
+    actual = file_digest(model_file)
     if actual != lineage["model"]["sha256"]:
         raise UserError(f"{model_file}: sha256 {actual[:12]}… does not match its lineage record "
                         f"({lineage['model']['sha256'][:12]}…); the file was changed after the pipeline wrote it")
@@ -121,8 +122,8 @@ def load_student(path: Path | str = DEFAULT_STUDENT, allow_ungated: bool = False
 
 
 def predictions(model: LinearTextModel, texts: list[str]) -> list[dict]:
-    """Label, probability of positive and raw logit per text."""
+    """Label, probability of the second class (positive) and raw logit per text."""
     logits = model.decision_function(texts)
     probability = sigmoid(logits)
-    return [{"label": "pos" if z > 0 else "neg", "probability": round(float(p), 6), "logit": round(float(z), 6)}
+    return [{"label": CLASS_NAMES[int(z > 0)], "probability": round(float(p), 6), "logit": round(float(z), 6)}
             for z, p in zip(logits, probability)]

@@ -1,4 +1,4 @@
-"""Stage 3: the baseline, n-gram counts and logistic regression on the labeled split only."""
+"""Stage: the baseline, n-gram counts and logistic regression on the labeled split only."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bert2lr.deploy import load_student, predictions
+from bert2lr.serving.deploy import load_student, predictions
 
 
 class BadRequest(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bert2lr.deploy import read_lineage, student_files
-from bert2lr.files import sha256_file, sha256_manifest, sha256_tree
+from bert2lr.files import file_digest, sha256_manifest, sha256_tree
 from bert2lr.lineage import LINEAGE_FILE
+from bert2lr.serving.deploy import read_lineage, student_files
 
 
 def describe(lineage: dict) -> str:
@@ -50,7 +50,7 @@ def project_root(student: Path) -> Path | None:
 def _file_check(what: str, path: Path, expected: str) -> tuple[bool, str, str]:
     if not path.is_file():
         return False, what, f"{path} is missing"
-    actual = sha256_file(path)
+    actual = file_digest(path)
     if actual != expected:
         return False, what, f"{path}  sha256 {actual[:16]}… but the record says {expected[:16]}…"
     return True, what, f"{path}  sha256 {actual[:16]}…"

@@ -1,4 +1,4 @@
-"""Stage 2: read the IMDB archive and sample the labeled, unlabeled and test splits."""
+"""Stage: read the IMDB archive and sample the labeled, unlabeled and test splits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
 from bert2lr.files import atomic_path, write_reviews
 from bert2lr.params import SplitParams
@@ -121,7 +122,7 @@ def read_archive(archive: Path, with_unsup: bool) -> dict[str, list[dict]]:
                         raise UserError(f"{archive}: {member.name}: not UTF-8 text ({exc.reason})") from None
                     review = {"id": f"{key}/{name[:-4]}", "text": clean(text)}
                     if folder != "unsup":
-                        review["label"] = int(folder == "pos")
+                        review["label"] = CLASS_NAMES.index(folder)
                     folders.setdefault(key, []).append(review)
                     bar.update()
                 _check_end(archive, stream, tar.offset)

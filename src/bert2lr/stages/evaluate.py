@@ -1,0 +1,48 @@
+"""Stage: score baseline, teacher and student on the same test reviews, and decide the student's
+quality gate; print the reports."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from bert2lr.classes import CLASS_NAMES
+from bert2lr.files import atomic_path, read_logits, write_json
+from bert2lr.linear import LinearTextModel
+from bert2lr.scoring import MODELS, LabeledReviews, agreement, quality_gate
+
+log = logging.getLogger(__name__)
+
+
+def _write_predictions(path: Path, ids, y_true, y_pred) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "actual", "predicted"])
+        for row in zip(ids, y_true, y_pred):
+            writer.writerow([row[0], CLASS_NAMES[row[1]], CLASS_NAMES[row[2]]])
+
+
+def evaluate(test: Path, test_full: Path, baseline: Path, student: Path, teacher_logits: Path,
+             metrics_dir: Path) -> dict[str, dict]:
+    """Write metrics/<model>.json and metrics/predictions/<model>.csv; return the metrics.
+
+    The student's metrics carry its quality gate, which `assemble` copies into its lineage record.
+    """
+    sample, full = LabeledReviews.read(test), LabeledReviews.read(test_full)
+    predictions = {"teacher": read_logits(teacher_logits, sample.ids).argmax(axis=1)}
+    results = {}
+    for name, path in (("baseline", baseline), ("student", student)):
+        model = LinearTextModel.load(path)
+        predictions[name] = model.predict(sample.texts)
+        results[name] = {**sample.metrics(predictions[name]),
+                         "test_full": full.metrics(model.predict(full.texts))}
+    results["teacher"] = sample.metrics(predictions["teacher"])
+    results["student"]["agreement_with_teacher"] = agreement(predictions["student"], predictions["teacher"])
+    results["student"]["gate"] = quality_gate(results["student"]["accuracy"], results["baseline"]["accuracy"])
+    log.info("evaluate: student %.4f, baseline %.4f: gate %s", results["student"]["accuracy"],
+             results["baseline"]["accuracy"], "passed" if results["student"]["gate"]["passed"] else "FAILED")
+    for name in MODELS:
+        write_json(metrics_dir / f"{name}.json", results[name])
+        _write_predictions(metrics_dir / "predictions" / f"{name}.csv", sample.ids, sample.labels, predictions[name])
+    return {name: results[name] for name in MODELS}

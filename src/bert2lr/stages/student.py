@@ -1,0 +1,26 @@
+"""Stage: the student, a linear model on n-grams fitted to the teacher's logits on the transfer set.
+
+It fits and nothing else: `evaluate` scores it and decides its quality gate, `assemble` packs it
+with its lineage record. So a change of the test split does not refit it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bert2lr.distill import train_student
+from bert2lr.files import atomic_path, read_logits, read_reviews
+from bert2lr.linear import MODEL_FILE, LinearTextModel
+from bert2lr.params import StudentParams
+
+
+def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, out_dir: Path,
+                  p: StudentParams) -> LinearTextModel:
+    """Fit the student on the transfer set, its teacher logits and the labeled split; write out_dir/model.npz."""
+    unlabeled_reviews = read_reviews(unlabeled)
+    labeled_reviews = read_reviews(labeled, need_labels=True)
+    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews])
+    model = train_student(unlabeled_reviews, logits, labeled_reviews, p)
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save(tmp / MODEL_FILE)
+    return model
