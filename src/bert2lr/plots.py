@@ -39,11 +39,13 @@ def write_learning_curve_png(rows: Sequence[dict], path: Path | str) -> Path:
     fig = Figure(figsize=(9, 4.8), dpi=100)  # an explicit Figure: no pyplot state, the Agg canvas below
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for field, name, colour in SERIES:
+    for rank, (field, name, colour) in enumerate(SERIES):
         points = [(row[X_FIELD], row[field]) for row in rows if row.get(field) is not None]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", linewidth=2.2, markersize=5, color=colour, label=name)
+            # The first series on top: where the student meets its teacher, the student stays visible.
+            ax.plot(xs, ys, marker="o", linewidth=2.2, markersize=5, color=colour, label=name,
+                    zorder=3 + len(SERIES) - rank)
     ax.set_xscale("log")
     # Ticks at the sizes measured, written out in full, instead of the log scale's powers of ten.
     ax.xaxis.set_major_locator(FixedLocator(sizes))
