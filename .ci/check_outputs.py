@@ -16,6 +16,9 @@ n_test, n_unlabeled = params["split"]["n_test"], params["split"]["n_unlabeled"]
 
 files = {Path(m) for m in dvc_yaml["metrics"]}
 for plot in dvc_yaml["plots"]:
+    if isinstance(plot, str):  # an image plot: the entry is its path
+        files.add(Path(plot))
+        continue
     for name, spec in plot.items():
         if "y" in spec:
             files |= {Path(y) for y in spec["y"]}

@@ -60,6 +60,7 @@ def make_project(path: Path, archive: Path, tiny_bert: Path) -> Path:
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     run("git", "init", "-q", cwd=path)
     run("dvc", "init", "-q", cwd=path)
+    shutil.copytree(ROOT / ".dvc" / "plots", path / ".dvc" / "plots")  # the custom plot templates
     run("git", "add", "-A", cwd=path)
     run("git", "commit", "-qm", "tiny project", cwd=path)
     return path

@@ -178,6 +178,8 @@ def test_plots_show_the_teacher_training_and_the_learning_curve(project):
     assert any(name.endswith("train/accuracy.tsv") for name in names), names
     assert any(name.endswith("heldout/accuracy.tsv") for name in names), names  # teacher.n_heldout: 4
     assert any("Learning curve" in name for name in names), names
+    curve = next(plot for name, plot in shown.items() if "Learning curve" in name)[0]
+    assert '"type": "log"' in json.dumps(curve["content"])  # the custom template, found in .dvc/plots
     loss = next(plot for name, plot in shown.items() if name.endswith("train/loss.tsv"))[0]
     assert loss["type"] == "vega" and '"step"' in json.dumps(loss["content"])  # drawn against the step
 

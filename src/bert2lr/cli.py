@@ -117,13 +117,15 @@ def report(metrics_dir: Annotated[Path, typer.Option(help="folder of the metrics
 
 @app.command()
 def curve(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: In, teacher_test_logits: In,
-          baseline: In, out: Out, params: ParamsFile = PARAMS) -> None:
+          baseline: In, out: Out,
+          png: Annotated[Optional[Path], typer.Option(help="where to draw the curve as a PNG (optional)")] = None,
+          params: ParamsFile = PARAMS) -> None:
     """Student accuracy against the number of unlabeled reviews (curve.sizes)."""
     from bert2lr.stages.curve import learning_curve
 
     p = load_params(params)
     learning_curve(unlabeled, teacher_logits, labeled, test, test_full, teacher_test_logits, baseline, out,
-                   p.student, p.curve)
+                   p.student, p.curve, png)
 
 
 @app.command()

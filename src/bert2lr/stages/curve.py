@@ -9,6 +9,7 @@ from bert2lr.distill import train_student
 from bert2lr.files import read_logits, read_reviews, write_json
 from bert2lr.linear import LinearTextModel
 from bert2lr.params import CurveParams, StudentParams
+from bert2lr.plots import write_learning_curve_png
 from bert2lr.scoring import LabeledReviews, agreement
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def learning_curve(unlabeled: Path, teacher_logits: Path, labeled: Path, test: Path, test_full: Path,
                    teacher_test_logits: Path, baseline: Path, out: Path, p: StudentParams,
-                   sizes: CurveParams) -> list[dict]:
+                   sizes: CurveParams, png: Path | None = None) -> list[dict]:
     """Fit a student on each prefix size of the unlabeled split (they are nested samples) and score it."""
     pool = read_reviews(unlabeled)
     logits = read_logits(teacher_logits, [r["id"] for r in pool])
@@ -35,4 +36,6 @@ def learning_curve(unlabeled: Path, teacher_logits: Path, labeled: Path, test: P
                      "agreement": agreement(predicted, teacher), **flat})
         log.info("curve: %d unlabeled -> %.4f (full test %.4f)", n, rows[-1]["student"], rows[-1]["student_full"])
     write_json(out, rows)
+    if png is not None:
+        write_learning_curve_png(rows, png)
     return rows
