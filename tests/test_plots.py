@@ -126,6 +126,10 @@ def shown(tmp_path_factory) -> dict:
     (project / "dvc.yaml").write_text(yaml.safe_dump({"plots": DVC_YAML["plots"]}))
     metrics = project / "metrics"
     (metrics / "predictions").mkdir(parents=True)
+    # a dvclive record of the teacher's fine-tuning, as the teacher stage writes it
+    training = metrics / "teacher_training" / "plots" / "metrics" / "train"
+    training.mkdir(parents=True)
+    (training / "loss.tsv").write_text("step\tloss\n0\t0.69\n1\t0.41\n")
     rows = curve_rows()
     (metrics / "learning_curve.json").write_text(json.dumps(rows))
     write_learning_curve_png(rows, metrics / "learning_curve.png")
