@@ -166,7 +166,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit(server_process):
     assert sent < 10_000_000
     assert rss_kib(process.pid) - before < 20_000
     # A chunked body under the limit is served.
-    ok = httpx.post(url + "/predict", content=iter([b'{"texts": ', b'["great film"]}']))
+    ok = httpx.post(url + "/predict", content=iter([b'{"texts": ', b'["great film"]}']),
+                    headers={"content-type": "application/json"})
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
 
 
