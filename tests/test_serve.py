@@ -7,6 +7,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +129,18 @@ DEEP = b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     (DEEP, 400, "nested too deeply"),
     (b'{"texts": [' + b"9" * 5000 + b"]}", 400, "invalid JSON: a number of more than 4300 digits"),
     (b'{"texts": ["a"]' + b" " * MAX_BODY + b"}", 413, f"at most {MAX_BODY}"),
+    # What the request model adds: strict strings, one message naming the index, no unknown fields.
+    (b'{"texts": ["ok", 1.5]}', 422, '"texts"[1] is float; expected a string'),
+    (b'{"texts": [null]}', 422, '"texts"[0] is null; expected a string'),
+    (b'{"texts": [true]}', 422, '"texts"[0] is bool; expected a string'),
+    (b'{"texts": [["nested"]]}', 422, '"texts"[0] is list; expected a string'),
+    (b'{"texts": ["ok", 3, 4]}', 422, '"texts"[1] is int'),  # the first bad text
+    (json.dumps({"texts": ["ok", "x" * 1001]}).encode(), 413, '"texts"[1] has 1001 characters; at most 1000'),
+    (b'{"texts": ' + b"[" * 50 + b"]" * 50 + b"}", 422, '"texts"[0] is list; expected a string'),
+    (b'{}', 422, 'the body has no "texts"'),
+    (b'{"text": ["a"]}', 422, 'the body has no "texts"'),
+    (b'null', 422, "the body is null; expected a JSON object"),
+    (b'{"texts": ["a"], "threshold": 0.9}', 422, 'unknown field "threshold"; the body holds only "texts"'),
 ])
 def test_bad_requests_get_a_4xx_and_the_service_keeps_serving(server, body, status, fragment):
     response = httpx.post(server + "/predict", content=body, headers={"content-type": "application/json"})
@@ -135,6 +148,84 @@ def test_bad_requests_get_a_4xx_and_the_service_keeps_serving(server, body, stat
     assert fragment in response.json()["error"]
     assert "Traceback" not in response.text
     assert httpx.get(server + "/health").json() == {"status": "ok"}
+
+
+def test_a_body_that_is_not_declared_json_gets_a_415(server):
+    for headers, fragment in [({"content-type": "text/plain"}, 'content-type "text/plain" is not JSON'),
+                              ({}, "no content-type")]:
+        response = httpx.post(server + "/predict", content=b'{"texts": ["great film"]}', headers=headers)
+        assert response.status_code == 415
+        assert response.json() == {"error": fragment + '; send {"texts": [...]} with content-type: application/json'}
+    ok = httpx.post(server + "/predict", content=b'{"texts": ["great film"]}',
+                    headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_the_openapi_schema_describes_the_request_with_its_limits_and_the_response(server):
+    schema = httpx.get(server + "/openapi.json").json()
+    post = schema["paths"]["/predict"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    assert post["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictResponse"}
+    assert {"400", "413", "415", "422"} <= post["responses"].keys()
+    models = schema["components"]["schemas"]
+    texts = models["PredictRequest"]["properties"]["texts"]
+    assert models["PredictRequest"]["required"] == ["texts"]
+    assert models["PredictRequest"]["additionalProperties"] is False
+    assert (texts["type"], texts["minItems"], texts["maxItems"]) == ("array", 1, 8)  # the server's --max-batch
+    assert texts["items"] == {"type": "string", "maxLength": 1000}  # its --max-chars
+    prediction = models["Prediction"]
+    assert prediction["required"] == ["label", "probability", "logit"]
+    assert prediction["properties"]["label"]["enum"] == ["pos", "neg"]
+    assert models["ErrorResponse"]["required"] == ["error"]
+    assert httpx.get(server + "/docs").status_code == 200
+
+
+def test_a_slow_request_does_not_hold_up_health(gated, monkeypatch):
+    """Scoring runs in FastAPI's threadpool, not on the event loop: /health answers while a batch is scored.
+
+    A blocked event loop shows as a /health call that waits about as long as the scoring. Joining and
+    parsing the 32 MB body hold the GIL wherever they run (json.loads is C that never lets go), so a /health
+    call may wait that long; texts of two-letter words from the vocabulary score several times slower.
+    """
+    monkeypatch.setenv("BERT2LR_THREADS", "1")  # the scorer on one core, the event loop and this test on the other
+    texts = [("it it " * 200_000)[:1_000_000]] * 32
+    body = json.dumps({"texts": texts}).encode()
+    model = load_student(gated)[0]
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    parsing = min(timed(lambda: json.loads(b"".join(chunks))) for _ in range(3))  # as the server reads it
+    scoring = min(timed(predictions, model, texts) for _ in range(2))
+    assert scoring > 3 * parsing, (scoring, parsing)  # else this test could not tell
+    process, url = start_server(gated, "--max-batch", "32", "--max-chars", "1000000")
+    try:
+        done = threading.Event()
+
+        def slow():
+            response = httpx.post(url + "/predict", content=body, headers={"content-type": "application/json"},
+                                  timeout=60)
+            assert response.status_code == 200 and len(response.json()["predictions"]) == 32
+            done.set()
+
+        thread = threading.Thread(target=slow)
+        latencies = []
+        with httpx.Client(timeout=30) as client:
+            thread.start()
+            while thread.is_alive():
+                latencies.append(timed(lambda: client.get(url + "/health").raise_for_status()))
+        thread.join()
+        assert done.is_set()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert len(latencies) >= 10
+    # Blocked, one call would wait about `scoring`; served meanwhile, none waits much over `parsing`.
+    assert max(latencies) < parsing + scoring / 2, (max(latencies), parsing, scoring)
+
+
+def timed(function, *args) -> float:
+    start = time.monotonic()
+    function(*args)
+    return time.monotonic() - start
 
 
 def test_unknown_paths_and_methods_get_a_json_error(server):
@@ -166,7 +257,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit(server_process):
     assert sent < 10_000_000
     assert rss_kib(process.pid) - before < 20_000
     # A chunked body under the limit is served.
-    ok = httpx.post(url + "/predict", content=iter([b'{"texts": ', b'["great film"]}']))
+    ok = httpx.post(url + "/predict", content=iter([b'{"texts": ', b'["great film"]}']),
+                    headers={"content-type": "application/json"})
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
 
 

@@ -1,24 +1,23 @@
 """The student as an HTTP service: POST /predict, GET /health, GET /model."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the endpoint's annotations at runtime, and
+# PredictRequest is built inside create_app, where a string annotation could not be resolved.
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bert2lr.serving.deploy import load_student, predictions
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
 
 
 def default_max_body_bytes(max_batch: int, max_chars: int) -> int:
@@ -41,6 +40,10 @@ async def send_error(send: Send, status: int, message: str) -> None:
 class BodyTooLarge(Exception):
     def __init__(self, limit: int):
         self.limit = limit
+
+
+def too_large(limit: int) -> str:
+    return f"the body is over {limit} bytes (the server's --max-body-bytes)"
 
 
 class BodyLimit:
@@ -76,6 +79,117 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class JSONBodyRequest(Request):
+    """The request FastAPI reads /predict's body from: a body over the limit is a 413, every way JSON can
+    fail to parse is invalid JSON.
+
+    FastAPI turns a json.JSONDecodeError into a `json_invalid` validation error, but answers any other
+    parse failure (JSON nested too deeply, a number too long for Python, bytes that are no Unicode text)
+    with a bare 400 "There was an error parsing the body". Raising them all as JSONDecodeError, with a
+    message saying what is wrong, gives the client that message through the one validation handler.
+    """
+
+    async def body(self) -> bytes:
+        try:
+            return await super().body()
+        except BodyTooLarge as exc:  # FastAPI answers any other exception while reading the body with a 400
+            raise HTTPException(413, too_large(exc.limit), headers={"connection": "close"}) from None
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise json.JSONDecodeError(str(exc), "", exc.pos) from exc
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError(str(exc), "", exc.start) from exc
+            except RecursionError:
+                raise json.JSONDecodeError("nested too deeply", "", 0) from None
+            except ValueError as exc:  # Python refuses to convert longer integers (a CPU-time guard)
+                raise json.JSONDecodeError(f"a number of more than {sys.get_int_max_str_digits()} digits",
+                                           "", 0) from exc
+        return self._json
+
+
+class JSONBodyRoute(APIRoute):
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def parse_with_json_body_request(request: Request) -> Response:
+            return await handler(JSONBodyRequest(request.scope, request.receive))
+
+        return parse_with_json_body_request
+
+
+class Prediction(BaseModel):
+    label: Literal["pos", "neg"] = Field(description='"pos" where the logit is above 0')
+    probability: float = Field(ge=0, le=1, description="P(pos), the sigmoid of the logit, rounded to 6 places")
+    logit: float = Field(description="the student's raw score, rounded to 6 places")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction] = Field(description="one per text, in the request's order")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what is wrong, in one sentence")
+
+
+def request_model(max_batch: int, max_chars: int) -> type[BaseModel]:
+    """The body of POST /predict under this server's limits (which are runtime options, hence built here).
+
+    Strict strings (a number is not a text); unknown fields are refused, so a client that sends an option
+    this service does not have (a threshold, a model name) learns so instead of having it silently ignored.
+    """
+    text = Annotated[StrictStr, Field(max_length=max_chars)]
+    texts = Annotated[list[text], Field(min_length=1, max_length=max_batch,
+                                        description=f"1 to {max_batch} texts of at most {max_chars} characters")]
+    return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"), texts=(texts, ...))
+
+
+def type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def describe(error: dict, request: Request, max_batch: int, max_chars: int) -> tuple[int, str]:
+    """(status, message) for one of pydantic's errors about the /predict body: one sentence naming the
+    field, the index and what was expected, under today's status codes (400 the body is no JSON, 413 over
+    a limit, 422 the wrong shape)."""
+    if tuple(error["loc"])[:1] != ("body",):  # no other route takes parameters; a generic answer all the same
+        return 422, f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
+    kind, loc, value = error["type"], tuple(error["loc"])[1:], error.get("input")
+    if kind == "json_invalid":
+        return 400, f"invalid JSON: {error['ctx']['error']}"
+    if loc == () and kind == "missing":
+        return 400, 'empty body; expected JSON {"texts": ["...", ...]}'
+    if loc == () and isinstance(value, bytes):  # FastAPI parses JSON only when the content type says so
+        content_type = request.headers.get("content-type")
+        return 415, (f'content-type "{content_type}" is not JSON' if content_type else "no content-type") + \
+            '; send {"texts": [...]} with content-type: application/json'
+    if loc == ():
+        return 422, f'the body is {type_name(value)}; expected a JSON object with "texts", a list of strings'
+    if loc == ("texts",):
+        if kind == "missing":
+            return 422, 'the body has no "texts"; expected a JSON object with "texts", a list of strings'
+        if kind == "list_type":
+            return 422, f'"texts" is {type_name(value)}; expected a list of strings'
+        if kind == "too_short":
+            return 422, '"texts" is empty; send at least one text'
+        if kind == "too_long":
+            return 413, f'"texts" holds {error["ctx"]["actual_length"]} texts; at most {max_batch} per request'
+    if len(loc) == 2 and loc[0] == "texts" and isinstance(loc[1], int):
+        where = f'"texts"[{loc[1]}]'
+        if kind == "string_type":
+            return 422, f"{where} is {type_name(value)}; expected a string"
+        if kind == "string_too_long":
+            return 413, f"{where} has {len(value)} characters; at most {max_chars}"
+    if len(loc) == 1 and kind == "extra_forbidden":
+        return 422, f'unknown field "{loc[0]}"; the body holds only "texts"'
+    where = "the body" if not loc else "".join(f"[{part}]" if isinstance(part, int) else f'"{part}"' for part in loc)
+    return 422, f"{where}: {error['msg']}"
+
+
 def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 256,
                max_chars: int = 100_000, max_body_bytes: int | None = None) -> FastAPI:
     """Load the student once and serve it; limits bound the work one request can ask for."""
@@ -84,23 +198,22 @@ def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 2
         max_body_bytes = default_max_body_bytes(max_batch, max_chars)
     card = {k: v for k, v in lineage.items() if k != "reviews"}  # the id lists are for `audit`
     app = FastAPI(title="bert2lr student", version=lineage["versions"].get("bert2lr") or "unknown")
+    app.router.route_class = JSONBodyRoute
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    PredictRequest = request_model(max_batch, max_chars)
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(_, exc: BadRequest):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_, exc: BodyTooLarge):
-        return JSONResponse({"error": f"the body is over {exc.limit} bytes (the server's --max-body-bytes)"},
-                            status_code=413, headers={"connection": "close"})
+    @app.exception_handler(BodyTooLarge)  # a body read other than by JSONBodyRequest
+    async def body_too_large(_, exc: BodyTooLarge):
+        return JSONResponse({"error": too_large(exc.limit)}, status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_, exc: RequestValidationError):
-        return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # One message, about the first error: pydantic lists one per bad text, up to --max-batch of them.
+        status, message = describe(exc.errors()[0], request, max_batch, max_chars)
+        return JSONResponse({"error": message}, status_code=status)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_, exc: HTTPException):  # unknown paths, wrong methods
+    async def http_error(_, exc: HTTPException):  # unknown paths, wrong methods, a chunked body over the limit
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -116,39 +229,15 @@ def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 2
     async def model_card():
         return card
 
-    def texts_of(body: bytes) -> list[str]:
-        if not body:
-            raise BadRequest(400, 'empty body; expected JSON {"texts": ["...", ...]}')
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(400, f"invalid JSON: {exc}") from None
-        except RecursionError:
-            raise BadRequest(400, "invalid JSON: nested too deeply") from None
-        except ValueError:  # Python refuses to convert longer integers (a CPU-time guard)
-            raise BadRequest(400, f"invalid JSON: a number of more than {sys.get_int_max_str_digits()} "
-                                  "digits") from None
-        texts = payload.get("texts") if isinstance(payload, dict) else None
-        if not isinstance(texts, list):
-            raise BadRequest(422, 'expected a JSON object with "texts", a list of strings')
-        if not texts:
-            raise BadRequest(422, '"texts" is empty; send at least one text')
-        if len(texts) > max_batch:
-            raise BadRequest(413, f'"texts" holds {len(texts)} texts; at most {max_batch} per request')
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise BadRequest(422, f'"texts"[{i}] is {type(text).__name__}; expected a string')
-            if len(text) > max_chars:
-                raise BadRequest(413, f'"texts"[{i}] has {len(text)} characters; at most {max_chars}')
-        return texts
+    errors = {400: "an empty body or invalid JSON",
+              413: "a body over --max-body-bytes, more than --max-batch texts or a text over --max-chars",
+              415: "a body whose content type is not JSON",
+              422: 'a body that is not {"texts": [...]} with 1 or more strings, and nothing else'}
 
-    def score(body: bytes) -> dict:
-        return {"predictions": predictions(model, texts_of(body))}
-
-    @app.post("/predict")
-    async def predict(request: Request):
-        body = await request.body()  # bounded by BodyLimit
-        # Parsing and scoring are CPU-bound: off the event loop, so /health answers meanwhile.
-        return await run_in_threadpool(score, body)
+    @app.post("/predict", response_model=PredictResponse,
+              responses={status: {"model": ErrorResponse, "description": text} for status, text in errors.items()})
+    def predict(body: PredictRequest):  # a plain def: FastAPI runs it in its threadpool, off the event loop
+        """Label, P(pos) and logit for each text."""
+        return {"predictions": predictions(model, body.texts)}
 
     return app
