@@ -176,7 +176,7 @@ def test_the_openapi_schema_describes_the_request_with_its_limits_and_the_respon
     assert texts["items"] == {"type": "string", "maxLength": 1000}  # its --max-chars
     prediction = models["Prediction"]
     assert prediction["required"] == ["label", "probability", "logit"]
-    assert prediction["properties"]["label"]["enum"] == ["pos", "neg"]
+    assert prediction["properties"]["label"]["enum"] == ["neg", "pos"]  # classes.CLASS_NAMES, by label id
     assert models["ErrorResponse"]["required"] == ["error"]
     assert httpx.get(server + "/docs").status_code == 200
 

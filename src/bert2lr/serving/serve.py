@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bert2lr.classes import CLASS_NAMES
 from bert2lr.serving.deploy import load_student, predictions
 
 
@@ -123,7 +124,7 @@ class JSONBodyRoute(APIRoute):
 
 
 class Prediction(BaseModel):
-    label: Literal["pos", "neg"] = Field(description='"pos" where the logit is above 0')
+    label: Literal[CLASS_NAMES] = Field(description=f'"{CLASS_NAMES[1]}" where the logit is above 0')
     probability: float = Field(ge=0, le=1, description="P(pos), the sigmoid of the logit, rounded to 6 places")
     logit: float = Field(description="the student's raw score, rounded to 6 places")
 
