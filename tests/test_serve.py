@@ -196,6 +196,18 @@ def test_a_slow_request_does_not_hold_up_health(gated, monkeypatch):
     parsing = min(timed(lambda: json.loads(b"".join(chunks))) for _ in range(3))  # as the server reads it
     scoring = min(timed(predictions, model, texts) for _ in range(2))
     assert scoring > 3 * parsing, (scoring, parsing)  # else this test could not tell
+    # A blocked event loop makes every try fail; a shared machine's noise (a stall of one /health call
+    # while the other core is busy) fails one try now and then, hence up to three.
+    tries = []
+    for _ in range(3):
+        tries.append(slowest_health_during_a_slow_request(gated, body))
+        if tries[-1] < parsing + scoring / 2:
+            break
+    # Blocked, one call would wait about `scoring`; served meanwhile, none waits much over `parsing`.
+    assert min(tries) < parsing + scoring / 2, (tries, parsing, scoring)
+
+
+def slowest_health_during_a_slow_request(gated, body: bytes) -> float:
     process, url = start_server(gated, "--max-batch", "32", "--max-chars", "1000000")
     try:
         done = threading.Event()
@@ -218,8 +230,7 @@ def test_a_slow_request_does_not_hold_up_health(gated, monkeypatch):
         process.terminate()
         process.wait(timeout=10)
     assert len(latencies) >= 10
-    # Blocked, one call would wait about `scoring`; served meanwhile, none waits much over `parsing`.
-    assert max(latencies) < parsing + scoring / 2, (max(latencies), parsing, scoring)
+    return max(latencies)
 
 
 def timed(function, *args) -> float:

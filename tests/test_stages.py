@@ -170,6 +170,9 @@ def test_teacher_training_is_charted_by_dvclive(workspace):
     summary = json.loads((record / "metrics.json").read_text())
     assert summary["epoch"] == 1 and summary["step"] == card["steps"] - 1
     assert summary["train"]["loss"] > 0 and 0 <= summary["train"]["accuracy"] <= 1
+    losses = [float(line.split("\t")[1]) for line in
+              (record / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()[1:]]
+    assert summary["train"]["epoch_loss"] == round(sum(losses) / len(losses), 4)  # one epoch here
     loss = (record / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
     assert loss[0].split("\t")[:2] == ["step", "loss"] and len(loss) == 1 + card["steps"]
     assert not (record / "plots" / "metrics" / "heldout").exists()  # no held-out slice asked for

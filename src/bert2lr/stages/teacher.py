@@ -40,8 +40,8 @@ def train_teacher(texts: list[str], labels: list[int], out_dir: Path, training_d
                   p: TeacherParams) -> dict:
     """Fine-tune `p.model` with AdamW, warm-up then linear decay; save_pretrained to out_dir.
 
-    training_dir gets dvclive's record: loss and learning rate per step, accuracy per epoch on the
-    training batches (and on the held-out slice when teacher.n_heldout > 0).
+    training_dir gets dvclive's record: loss and learning rate per step, mean loss and accuracy per
+    epoch on the training batches (and accuracy on the held-out slice when teacher.n_heldout > 0).
     """
     started = time.perf_counter()
     seed_everything(p.seed)
@@ -93,7 +93,10 @@ def train_teacher(texts: list[str], labels: list[int], out_dir: Path, training_d
                     if start + p.batch_size < len(ids):
                         live.next_step()
                 # Epoch metrics share the step of the epoch's last batch, so every curve has one x axis.
+                # The epoch's mean loss too: the last step's loss, all `dvc exp show` would list
+                # otherwise, is that of one small batch.
                 live.log_metric("epoch", epoch + 1, plot=False)
+                live.log_metric("train/epoch_loss", round(float(np.mean(losses[-steps_per_epoch:])), 4))
                 live.log_metric("train/accuracy", round(correct / len(ids), 4))
                 if heldout_index:
                     model.eval()
