@@ -9,9 +9,11 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from bert2lr import _featurize
+from bert2lr.distill import fit_student
 from bert2lr.errors import UserError
 from bert2lr.classes import CLASS_NAMES
 from bert2lr.linear import FORMAT, FORMAT_1_CLASSES, FORMAT_CLASSES, LinearTextModel, PythonScorer, sigmoid, softmax
+from bert2lr.params import StudentParams
 
 WORDS = ["good", "bad", "Film", "the", "İstanbul", "naïve", "x", "ÉTÉ", "don't", "a_b", "١٢٣", "日本語",
          "straße", "Ω", "na\u0308ive", "ǅemal", "ﬁne", "😀", "<br />", "--", "3d", "I"]
@@ -292,3 +294,98 @@ def test_malformed_k_class_files_are_refused_with_one_line(tmp_path, spoil, what
     message = str(error.value)
     assert message.startswith(f"{tmp_path / 'bad.npz'}: not a valid bert2lr linear model (")
     assert what in message and "\n" not in message
+
+
+# The student fit with K classes.
+
+TOPICS = [["goal", "match", "coach", "league"], ["market", "shares", "profit", "bank"],
+          ["galaxy", "software", "chip", "genome"], ["election", "minister", "treaty", "army"]]
+FILLER = ["the", "a", "of", "said", "on", "new", "après", "über"]
+
+
+def topic_reviews(n, k, seed):
+    """Texts mostly about one of k topics, the teacher's logits for them (noisy topic counts) and the topic."""
+    rng = random.Random(seed)
+    texts, logits, labels = [], [], []
+    for _ in range(n):
+        topic = rng.randrange(k)
+        words = rng.choices(TOPICS[topic], k=rng.randint(1, 4)) + rng.choices(sum(TOPICS[:k], []), k=1) \
+            + rng.choices(FILLER, k=rng.randint(2, 8))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        counts = np.array([sum(w in TOPICS[t] for w in words) for t in range(k)], dtype=float)
+        logits.append(2.0 * counts + rng.gauss(0, 0.3) + np.array([rng.gauss(0, 0.3) for _ in range(k)]))
+        labels.append(topic)
+    return texts, np.array(logits), labels
+
+
+@pytest.mark.parametrize("options", [
+    {"fit": "ridge", "target": "margin"},
+    {"fit": "ridge", "target": "logits", "alpha": 0.1},
+    {"fit": "least_squares", "target": "logits", "features": "count", "ngram_max": 1},
+    {"fit": "logistic", "target": "soft_label"},
+    {"fit": "logistic", "target": "soft_label", "temperature": 2.0, "gold_weight": 0.0},
+])
+@pytest.mark.parametrize("k", [3, 4])
+def test_a_k_class_student_follows_its_teacher(k, options):
+    texts, logits, _ = topic_reviews(400, k, seed=k)
+    gold_texts, _, gold = topic_reviews(60, k, seed=10 + k)
+    names = tuple(f"topic {t}" for t in range(k))
+    student = fit_student(texts, logits, StudentParams(min_df=1, **options), gold_texts, gold, classes=names)
+    assert student.classes == names and student.n_outputs == k
+    test_texts, test_logits, _ = topic_reviews(200, k, seed=20 + k)
+    scores = student.decision_function(test_texts)
+    assert scores.shape == (200, k)
+    agreement = np.mean(student.predict(test_texts) == test_logits.argmax(axis=1))
+    assert agreement > 0.85, agreement
+    if options["fit"] != "logistic":
+        # Centred targets, a solution linear in them: the student's logits sum to 0 per text
+        # (to the tolerance of scikit-learn's iterative solvers for sparse features).
+        np.testing.assert_allclose(scores.sum(axis=1), 0, rtol=0, atol=1e-3)
+        assert np.abs(scores).mean() > 1
+
+
+def test_the_k_class_regression_fits_the_centred_logits():
+    """Option (a): the teacher's logits shifted by any per-review constant give the same student,
+    whose logits are a ridge regression of the centred logits (gold labels at the teacher's typical gap)."""
+    texts, logits, _ = topic_reviews(300, 3, seed=0)
+    gold_texts, _, gold = topic_reviews(40, 3, seed=1)
+    p = StudentParams(min_df=1, fit="ridge", target="logits", alpha=0.5, gold_weight=2.0)
+    student = fit_student(texts, logits, p, gold_texts, gold)
+    shift = np.random.default_rng(0).normal(scale=5, size=(len(texts), 1))
+    shifted = fit_student(texts, logits + shift, p, gold_texts, gold)
+    probe = texts[:50] + gold_texts
+    np.testing.assert_allclose(shifted.decision_function(probe), student.decision_function(probe), rtol=0, atol=1e-9)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3), min_df=1, sublinear_tf=True)
+    X = vectorizer.fit_transform(texts + gold_texts)
+    centred = logits - logits.mean(axis=1, keepdims=True)
+    gap = np.mean(centred.max(axis=1) - (centred.sum(axis=1) - centred.max(axis=1)) / 2)
+    y = np.vstack([centred, gap * (np.eye(3)[gold] - 1 / 3)])
+    ridge = Ridge(alpha=0.5).fit(X, y, sample_weight=np.r_[np.ones(len(texts)), np.full(len(gold), 2.0)])
+    np.testing.assert_allclose(student.decision_function(probe), ridge.predict(vectorizer.transform(probe)),
+                               rtol=0, atol=1e-9)
+
+
+def test_the_k_class_logistic_fit_weights_each_class_by_the_teachers_probability():
+    """Option (b): the same as scikit-learn's multinomial fit on the repeated, probability-weighted reviews."""
+    texts, logits, _ = topic_reviews(200, 3, seed=2)
+    p = StudentParams(min_df=1, fit="logistic", target="soft_label", temperature=1.5, alpha=0.5, gold_weight=0.0)
+    student = fit_student(texts, logits, p)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3), min_df=1, sublinear_tf=True)
+    X = vectorizer.fit_transform(texts)
+    prob = softmax(logits / 1.5, axis=1)
+    from scipy import sparse
+    reference = LogisticRegression(C=2.0, max_iter=1000).fit(
+        sparse.vstack([X] * 3), np.repeat(np.arange(3), len(texts)), sample_weight=prob.T.ravel())
+    np.testing.assert_allclose(student.decision_function(texts), reference.decision_function(X), rtol=0, atol=1e-6)
+
+
+def test_k_class_gold_labels_must_be_class_indices():
+    texts, logits, _ = topic_reviews(50, 3, seed=3)
+    with pytest.raises(UserError, match="gold labels must be class indices 0..2, got values from 0 to 3"):
+        fit_student(texts, logits, StudentParams(min_df=1), ["goal coach"] * 2, [0, 3])
+
+
+def test_teacher_logits_must_have_a_column_per_class():
+    with pytest.raises(UserError, match=r"teacher logits of shape \(2,\) for 2 reviews"):
+        fit_student(["goal coach", "bank profit"], np.zeros(2), StudentParams(min_df=1))
