@@ -50,7 +50,8 @@ def test_save_load_round_trip(tmp_path):
     loaded = LinearTextModel.load(tmp_path)
     np.testing.assert_array_equal(loaded.decision_function(texts), model.decision_function(texts))
     assert set(loaded.predict(texts)) <= {0, 1}
-    assert np.all((loaded.predict_proba(texts) > 0.5) == (loaded.predict(texts) == 1))
+    proba = loaded.predict_proba(texts)  # (n, 2): [1 - p, p]
+    assert np.all((proba[:, 1] > 0.5) == (loaded.predict(texts) == 1))
 
 
 def test_truncated_or_foreign_files_are_refused(tmp_path):

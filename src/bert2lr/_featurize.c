@@ -3,6 +3,8 @@
  * Reproduces scikit-learn's word analyzer (str.lower, token_pattern (?u)\b\w\w+\b, n-grams
  * joined by one space), its sublinear tf, idf and l2 norm, and the dot product with the
  * coefficients, so that serving needs neither scikit-learn's Python analyzer nor scipy.
+ * A model has one output (two classes: the margin) or K (K classes: a logit each); all K come
+ * from one pass over a text's n-grams, K dot products on the same features.
  * Python's re module defines \w as Py_UNICODE_ISALNUM(c) || c == '_', which is used here too.
  */
 #define PY_SSIZE_T_CLEAN
@@ -39,14 +41,17 @@ typedef struct {
     uint64_t key;
     int64_t feature; /* -1: empty */
     double idf;      /* 1 without idf weighting */
-    double coef_idf; /* coef * idf */
+    double coef_idf; /* coef * idf, with one output */
 } Slot;
 
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n_features;
+    Py_ssize_t n_outputs;
     int ngram_min, ngram_max, sublinear, l2;
-    double intercept;
+    double intercept;  /* with one output */
+    double *intercepts; /* with K outputs: K of them */
+    double *weights;    /* with K outputs: coef * idf, K per feature, feature after feature */
     Slot *slots;
     uint64_t mask;
 } LinearModel;
@@ -62,6 +67,8 @@ typedef struct {
     Py_ssize_t seen_cap;
     int64_t *uniq, *count;
     Py_ssize_t uniq_cap, count_cap;
+    double *dots; /* one per output */
+    Py_ssize_t dots_cap;
 } Scratch;
 
 #define PREFETCH_DISTANCE 32
@@ -112,7 +119,7 @@ static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
 
 static void scratch_free(Scratch *s) {
     PyMem_RawFree(s->tokens); PyMem_RawFree(s->keys); PyMem_RawFree(s->found); PyMem_RawFree(s->seen);
-    PyMem_RawFree(s->uniq); PyMem_RawFree(s->count);
+    PyMem_RawFree(s->uniq); PyMem_RawFree(s->count); PyMem_RawFree(s->dots);
 }
 
 static int push_token(Scratch *s, uint64_t h) {
@@ -130,8 +137,8 @@ static inline int64_t probe(const LinearModel *m, uint64_t key) {
     return -1;
 }
 
-/* Score one lower-cased text. Touches no Python object, so it runs without the GIL;
- * returns -1 only when memory runs out. */
+/* Score one lower-cased text into out[0 .. n_outputs - 1]. Touches no Python object, so it runs
+ * without the GIL; returns -1 only when memory runs out. */
 static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize_t n, Scratch *s, double *out) {
     s->n_tokens = 0;
     Py_ssize_t run = 0;
@@ -192,17 +199,37 @@ static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize
             s->count[s->seen[j]]++;
         }
     }
-    double dot = 0.0, norm2 = 0.0;
+    if (m->n_outputs == 1) {
+        double dot = 0.0, norm2 = 0.0;
+        for (Py_ssize_t i = 0; i < n_uniq; i++) {
+            const Slot *e = &m->slots[s->uniq[i]];
+            double tf = (double)s->count[i];
+            if (m->sublinear) tf = 1.0 + log(tf);
+            double v = tf * e->idf;
+            norm2 += v * v;
+            dot += tf * e->coef_idf;
+        }
+        if (m->l2 && norm2 > 0.0) dot /= sqrt(norm2);
+        *out = dot + m->intercept;
+        return 0;
+    }
+    /* K outputs: the same features, tf and norm, K sums (each in the order the one output sums in). */
+    Py_ssize_t K = m->n_outputs;
+    if (grow((void **)&s->dots, &s->dots_cap, K, sizeof(double)) < 0) return -1;
+    double *dot = s->dots, norm2 = 0.0;
+    for (Py_ssize_t k = 0; k < K; k++) dot[k] = 0.0;
     for (Py_ssize_t i = 0; i < n_uniq; i++) {
         const Slot *e = &m->slots[s->uniq[i]];
         double tf = (double)s->count[i];
         if (m->sublinear) tf = 1.0 + log(tf);
         double v = tf * e->idf;
         norm2 += v * v;
-        dot += tf * e->coef_idf;
+        const double *w = m->weights + e->feature * K;
+        for (Py_ssize_t k = 0; k < K; k++) dot[k] += tf * w[k];
     }
-    if (m->l2 && norm2 > 0.0) dot /= sqrt(norm2);
-    *out = dot + m->intercept;
+    int scaled = m->l2 && norm2 > 0.0;
+    double norm = scaled ? sqrt(norm2) : 1.0;
+    for (Py_ssize_t k = 0; k < K; k++) out[k] = (scaled ? dot[k] / norm : dot[k]) + m->intercepts[k];
     return 0;
 }
 
@@ -261,31 +288,54 @@ static inline double item_f64(const Py_buffer *b, Py_ssize_t i) {
 static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"vocabulary", "offsets", "coef", "idf", "intercept", "ngram_min",
                              "ngram_max", "sublinear_tf", "l2", NULL};
-    Py_buffer blob, offsets, coef, idf;
-    double intercept;
-    int ngram_min, ngram_max, sublinear, l2;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*y*diipp", kwlist, &blob, &offsets, &coef,
-                                     &idf, &intercept, &ngram_min, &ngram_max, &sublinear, &l2))
+    Py_buffer blob, offsets, coef, idf, intercepts = {0};
+    PyObject *intercept_arg;
+    double intercept = 0.0;
+    int ngram_min, ngram_max, sublinear, l2, have_intercepts = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*y*Oiipp", kwlist, &blob, &offsets, &coef,
+                                     &idf, &intercept_arg, &ngram_min, &ngram_max, &sublinear, &l2))
         return -1;
     int rc = -1, built = 0;
+    Py_ssize_t K = 1;
     if (self->slots) {
         PyErr_SetString(PyExc_RuntimeError, "model is already initialised");
         goto done;
+    }
+    /* The intercept: a number (one output), or the bytes of K float64 (K outputs, and then coef
+     * holds K rows of n coefficients, row after row). */
+    if (PyObject_CheckBuffer(intercept_arg) && !PyFloat_Check(intercept_arg)) {
+        if (PyObject_GetBuffer(intercept_arg, &intercepts, PyBUF_SIMPLE) < 0) goto done;
+        have_intercepts = 1;
+        K = intercepts.len / (Py_ssize_t)sizeof(double);
+        if (intercepts.len % (Py_ssize_t)sizeof(double) || K < 1) {
+            PyErr_SetString(PyExc_ValueError, "the intercepts must be 1 or more float64, 8 bytes each");
+            goto done;
+        }
+        for (Py_ssize_t k = 0; k < K; k++)
+            if (!isfinite(item_f64(&intercepts, k))) {
+                PyErr_SetString(PyExc_ValueError, "the intercept is not finite");
+                goto done;
+            }
+        if (K == 1) intercept = item_f64(&intercepts, 0);
+    } else {
+        intercept = PyFloat_AsDouble(intercept_arg);
+        if (intercept == -1.0 && PyErr_Occurred()) goto done;
     }
     /* Every size below comes from a model file: none is trusted. */
     if (ngram_min < 1 || ngram_max < ngram_min || ngram_max > MAX_NGRAM) {
         PyErr_Format(PyExc_ValueError, "ngram range (%d, %d) is not within 1..%d", ngram_min, ngram_max, MAX_NGRAM);
         goto done;
     }
-    Py_ssize_t n = coef.len / (Py_ssize_t)sizeof(double);
-    if (coef.len % (Py_ssize_t)sizeof(double) || offsets.len % (Py_ssize_t)sizeof(int64_t) ||
-        offsets.len / (Py_ssize_t)sizeof(int64_t) - 1 != n || (idf.len != 0 && idf.len != coef.len)) {
-        PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n coefficients, n + 1 offsets and "
-                                          "0 or n idf weights, each 8 bytes");
+    Py_ssize_t n = coef.len / (Py_ssize_t)sizeof(double) / K;
+    if (coef.len % ((Py_ssize_t)sizeof(double) * K) || offsets.len % (Py_ssize_t)sizeof(int64_t) ||
+        offsets.len / (Py_ssize_t)sizeof(int64_t) - 1 != n ||
+        (idf.len != 0 && idf.len != n * (Py_ssize_t)sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n coefficients per output, n + 1 "
+                                          "offsets and 0 or n idf weights, each 8 bytes");
         goto done;
     }
     /* The table has at most 4n slots (a power of two at least 2n). */
-    if (n > PY_SSIZE_T_MAX / 4 / (Py_ssize_t)sizeof(Slot)) {
+    if (n > PY_SSIZE_T_MAX / 4 / (Py_ssize_t)sizeof(Slot) || (K > 1 && n > PY_SSIZE_T_MAX / 8 / K)) {
         PyErr_SetString(PyExc_ValueError, "too many features");
         goto done;
     }
@@ -304,6 +354,7 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
             goto done;
         }
     self->n_features = n;
+    self->n_outputs = K;
     self->ngram_min = ngram_min;
     self->ngram_max = ngram_max;
     self->sublinear = sublinear;
@@ -315,6 +366,12 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     self->slots = PyMem_Malloc((size_t)size * sizeof(Slot));
     if (!self->slots) { PyErr_NoMemory(); goto done; }
     built = 1;
+    if (K > 1) {
+        self->intercepts = PyMem_Malloc((size_t)K * sizeof(double));
+        self->weights = PyMem_Malloc(n ? (size_t)n * (size_t)K * sizeof(double) : 1);
+        if (!self->intercepts || !self->weights) { PyErr_NoMemory(); goto done; }
+        for (Py_ssize_t k = 0; k < K; k++) self->intercepts[k] = item_f64(&intercepts, k);
+    }
     for (uint64_t i = 0; i < size; i++) self->slots[i].feature = -1;
     const unsigned char *bytes = (const unsigned char *)blob.buf;
     uint64_t tok[MAX_NGRAM];
@@ -327,8 +384,14 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
             goto done;
         }
         double weight = idf.len ? item_f64(&idf, f) : 1.0, c = item_f64(&coef, f);
-        if (!isfinite(weight) || !isfinite(c)) {
-            PyErr_Format(PyExc_ValueError, "the %s of feature %zd is not finite", isfinite(c) ? "idf" : "coefficient",
+        int finite = 1;
+        for (Py_ssize_t k = 0; k < K; k++) {
+            double ck = item_f64(&coef, k * n + f);
+            finite &= isfinite(ck);
+            if (K > 1) self->weights[f * K + k] = ck * weight;
+        }
+        if (!isfinite(weight) || !finite) {
+            PyErr_Format(PyExc_ValueError, "the %s of feature %zd is not finite", finite ? "idf" : "coefficient",
                          f);
             goto done;
         }
@@ -346,8 +409,12 @@ done:
     if (rc < 0 && built) {
         /* A half-built table must not be scored: the model stays uninitialised. */
         PyMem_Free(self->slots);
+        PyMem_Free(self->intercepts);
+        PyMem_Free(self->weights);
         self->slots = NULL;
+        self->intercepts = self->weights = NULL;
     }
+    if (have_intercepts) PyBuffer_Release(&intercepts);
     PyBuffer_Release(&blob);
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&coef);
@@ -357,13 +424,15 @@ done:
 
 static void LinearModel_dealloc(LinearModel *self) {
     PyMem_Free(self->slots);
+    PyMem_Free(self->intercepts);
+    PyMem_Free(self->weights);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 typedef struct {
     const LinearModel *model;
     PyObject **texts; /* lower-cased */
-    double *out;
+    double *out; /* n_outputs per text */
     Py_ssize_t start, stop;
     int failed;
 } Work;
@@ -373,7 +442,8 @@ static void *score_range(void *arg) {
     Scratch s = {0};
     for (Py_ssize_t i = w->start; i < w->stop && !w->failed; i++) {
         PyObject *t = w->texts[i];
-        if (score_text(w->model, PyUnicode_KIND(t), PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), &s, &w->out[i]) < 0)
+        if (score_text(w->model, PyUnicode_KIND(t), PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), &s,
+                       &w->out[i * w->model->n_outputs]) < 0)
             w->failed = 1;
     }
     scratch_free(&s);
@@ -402,8 +472,9 @@ static PyObject *LinearModel_decision_function(LinearModel *self, PyObject *args
     PyObject **lowered = NULL;
     Py_ssize_t ready = 0;
     int failed = 0;
-    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double)) { PyErr_NoMemory(); goto done; }
-    result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
+    Py_ssize_t K = self->n_outputs;
+    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double) / K) { PyErr_NoMemory(); goto done; }
+    result = PyBytes_FromStringAndSize(NULL, n * K * (Py_ssize_t)sizeof(double));
     lowered = PyMem_Calloc(n ? (size_t)n : 1, sizeof(PyObject *));
     if (!result || !lowered) { PyErr_NoMemory(); goto done; }
     /* str.lower() needs the GIL (and gives the full Unicode case mapping that scikit-learn uses). */
@@ -460,7 +531,7 @@ done:
 
 static PyMethodDef LinearModel_methods[] = {
     {"decision_function", (PyCFunction)LinearModel_decision_function, METH_VARARGS,
-     "decision_function(texts, threads=1) -> bytes of float64 logits, one per text"},
+     "decision_function(texts, threads=1) -> bytes of float64 logits: n_outputs per text, text after text"},
     {NULL, NULL, 0, NULL},
 };
 
