@@ -24,6 +24,7 @@ from bert2lr.errors import UserError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 PARQUET_HINT = "pip install 'bert2lr[tables]' (or pip install pyarrow)"
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _CSV_FIELD_LIMIT = 2**31 - 1  # csv's default of 128 KiB per field is shorter than a long document
 
@@ -147,9 +148,11 @@ def _jsonl_rows(path: Path, spec: TableSpec) -> Iterator[tuple[str, dict]]:
             if lineno == 1 and line.lstrip().startswith("["):
                 raise UserError(f"{path}: line 1: a JSON array; expected JSON Lines, one object a line") from None
             raise UserError(f"{path}: line {lineno}: not JSON ({exc.msg}); expected one object a line") from None
+        if isinstance(obj, list) and lineno == 1:
+            raise UserError(f"{path}: line 1: a JSON array; expected JSON Lines, one object a line")
         if not isinstance(obj, dict):
-            raise UserError(f"{path}: line {lineno}: a JSON {type(obj).__name__}, not an object; "
-                            "expected one object a line")
+            kind = _JSON_KINDS.get(type(obj), type(obj).__name__)
+            raise UserError(f"{path}: line {lineno}: a JSON {kind}, not an object; expected one object a line")
         n += 1
         where = f"row {n} (line {lineno})"
         for column in spec.columns:
