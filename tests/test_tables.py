@@ -369,3 +369,26 @@ def test_ag_news():
     assert {k: len(v) for k, v in splits.items()} == {"labeled": 1000, "unlabeled": 5600, "test": 1000,
                                                       "test_full": 1000}
     assert len({r["label"] for r in splits["labeled"]}) == 4
+
+
+def test_the_baselines_script_on_a_tiny_table(tmp_path):
+    import random
+    import subprocess
+
+    rng = random.Random(0)
+    words = {"world": ["war", "minister", "election"], "sports": ["goal", "match", "coach"],
+             "tech": ["chip", "software", "internet"]}
+    rows = [{"label": topic, "title": " ".join(rng.choices(vocab, k=3)), "description": "the news of the day"}
+            for topic, vocab in words.items() for _ in range(20)]
+    path = write_csv(tmp_path / "tiny.csv", rows)
+    script = ROOT / "scripts" / "table_baselines.py"
+    run = subprocess.run([sys.executable, script, path, "--n-labeled", "30", "--n-unlabeled", "10",
+                          "--n-test", "15"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["classes"] == ["sports", "tech", "world"]
+    assert result["sizes"] == {"labeled": 30, "unlabeled": 10, "test": 15, "test_full": 20}
+    assert set(result["test_accuracy"]) == {"count_1_3_logreg", "tfidf_1_2_logreg"}
+    run = subprocess.run([sys.executable, script, tmp_path / "nope.csv"], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().splitlines() == [f"table_baselines: error: {tmp_path / 'nope.csv'}: table not found"]
