@@ -75,6 +75,14 @@ def test_every_format_gives_the_same_records(tmp_path, fmt):
     assert records[2]["text"] == "Ракета A rocket 🚀 reaches orbit."
 
 
+@pytest.mark.parametrize("fmt", WRITERS)
+def test_line_separators_inside_a_text_stay_in_it(tmp_path, fmt):
+    rows = [dict(ROWS[0], body="page\fbreak, line\u2028separator\r\nand CRLF"), ROWS[1]]
+    records, _ = read_table(spec(WRITERS[fmt](tmp_path / f"news.{fmt}", rows)))
+    assert [r["text"] for r in records] == ["Café prices rise page\fbreak, line\u2028separator\r\nand CRLF",
+                                            "Cup final Ünited win 2–1 in Zürich."]
+
+
 def test_without_an_id_column_rows_are_numbered_from_one(tmp_path):
     records, _ = read_table(spec(write_csv(tmp_path / "news.csv", ROWS)))
     assert [r["id"] for r in records] == ["row-1", "row-2", "row-3", "row-4", "row-5"]

@@ -11,6 +11,7 @@ Groundwork: nothing in the pipeline calls this module yet.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -101,7 +102,9 @@ def _decode(path: Path, data: bytes, what: str) -> str:
 
 def _csv_rows(path: Path, spec: TableSpec) -> Iterator[tuple[str, dict]]:
     text = _decode(path, path.read_bytes(), "CSV text file")
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    # StringIO with newline="" ends lines at \n, \r and \r\n only (str.splitlines would also
+    # break at a form feed or U+2028 inside a field), and keeps them for csv to read quoted ones.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
         try:
@@ -139,7 +142,8 @@ def _csv_rows(path: Path, spec: TableSpec) -> Iterator[tuple[str, dict]]:
 def _jsonl_rows(path: Path, spec: TableSpec) -> Iterator[tuple[str, dict]]:
     text = _decode(path, path.read_bytes(), "JSON Lines text file")
     n = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # Lines end at \n only: JSON writes U+2028 and other separators inside strings unescaped.
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
