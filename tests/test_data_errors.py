@@ -86,8 +86,20 @@ def test_bad_logits_files(tmp_path, case):
     arrays, fragment = bad_logits(tmp_path)[case]
     path = npz(tmp_path / "l.npz", **arrays)
     with pytest.raises(UserError) as info:
-        read_logits(path)
+        read_logits(path, n_classes=2)  # two classes, as classes.json says for IMDB
     assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+
+
+def test_logits_of_any_number_of_classes_unless_told(tmp_path):
+    import numpy as np
+
+    path = npz(tmp_path / "l.npz", ids=np.array(["a", "b"]), logits=np.zeros((2, 3), np.float32))
+    assert read_logits(path).shape == (2, 3)
+    with pytest.raises(UserError, match=r"shape \(2, 3\); expected floats of shape \(n, 4\), one logit per class"):
+        read_logits(path, n_classes=4)
+    single = npz(tmp_path / "one.npz", ids=np.array(["a", "b"]), logits=np.zeros((2, 1), np.float32))
+    with pytest.raises(UserError, match=r"expected floats of shape \(n, K >= 2\)"):
+        read_logits(single)
 
 
 def test_truncated_pickled_and_foreign_logits_files(tmp_path):

@@ -142,6 +142,6 @@ def test_predict_cli_reads_arguments_files_and_stdin(gated, tmp_path):
     from_file = subprocess.run(args + ["--file", str(review)], capture_output=True, text=True, check=True)
     from_stdin = subprocess.run(args, input="great\nawful\n", capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in from_args.stdout.splitlines()]
-    assert len(rows) == 2 and set(rows[0]) == {"label", "probability", "logit"}
+    assert len(rows) == 2 and set(rows[0]) == {"label", "probability", "logit", "probabilities"}
     assert [json.loads(line) for line in from_stdin.stdout.splitlines()] == rows
     assert len(from_file.stdout.splitlines()) == 1

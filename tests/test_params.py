@@ -109,7 +109,7 @@ def test_models_are_frozen():
         ({"fetch": {"sources": [{"source": "a", "sha": "x"}]}}, "unknown key 'fetch.sources[0].sha'"),
         # keys and groups
         ({"student": {"alhpa": 1.0}}, "unknown key 'student.alhpa' (expected one of: features,"),
-        ({"studnet": {}}, "unknown group 'studnet' (expected one of: fetch, split,"),
+        ({"studnet": {}}, "unknown group 'studnet' (expected one of: data, fetch, split,"),
         ({"student": {1: 2}}, "unknown key 1 in 'student'"),
         ({"split": [1, 2]}, "'split' must be a mapping of keys, got [1, 2]"),
         ({"split": "seed"}, "'split' must be a mapping of keys, got 'seed'"),
@@ -140,6 +140,7 @@ def test_head_tokens_matter_only_with_head_tail():
 # Everything a probe below gets past the declaration, and why it is sensible; any other probe
 # must be refused with the key named. A new key is probed automatically (KEYS comes from params.yaml).
 ACCEPTED = {
+    "data.text_columns": [["1"]],  # a column may be named "1"
     "fetch.sources": [["1"]],  # a relative path '1': fetch says it is missing
     "split.seed": [0],
     # sizes beyond the archive: prepare refuses them (test_absurd_sizes_are_refused_by_prepare)

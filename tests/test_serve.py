@@ -175,7 +175,7 @@ def test_the_openapi_schema_describes_the_request_with_its_limits_and_the_respon
     assert (texts["type"], texts["minItems"], texts["maxItems"]) == ("array", 1, 8)  # the server's --max-batch
     assert texts["items"] == {"type": "string", "maxLength": 1000}  # its --max-chars
     prediction = models["Prediction"]
-    assert prediction["required"] == ["label", "probability", "logit"]
+    assert prediction["required"] == ["label", "probability", "logit", "probabilities"]
     assert prediction["properties"]["label"]["enum"] == ["neg", "pos"]  # classes.CLASS_NAMES, by label id
     assert models["ErrorResponse"]["required"] == ["error"]
     assert httpx.get(server + "/docs").status_code == 200

@@ -78,15 +78,26 @@ def test_models_that_are_not_classifiers(tmp_path):
         load_fine_tuned(tmp_path / "missing")
 
 
-def test_logits_need_a_two_label_teacher(tmp_path, tiny_bert):
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_logits_take_a_teacher_of_two_or_more_labels(tmp_path, tiny_bert, num_labels):
+    """K classes give (n, K) logits (the student and evaluate check K against classes.json); one label is refused."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3,
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=num_labels,
                                                                ignore_mismatched_sizes=True)
-    model.save_pretrained(tmp_path / "three")
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "three")
-    with pytest.raises(UserError, match="3 labels; expected 2"):
-        load_fine_tuned(tmp_path / "three")
+    model.save_pretrained(tmp_path / "k")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "k")
+    if num_labels == 1:
+        with pytest.raises(UserError, match="1 label; expected 2 or more"):
+            load_fine_tuned(tmp_path / "k")
+    else:
+        assert load_fine_tuned(tmp_path / "k")[1].config.num_labels == 3
+
+
+def test_teacher_head_follows_the_classes(tmp_path, tiny_bert):
+    """A 2-label classifier fine-tuned for three classes gets a new three-output head named by them."""
+    _, model = bert_module.load_classifier(str(tiny_bert), new_head=True, classes=("a", "b", "c"))
+    assert model.config.num_labels == 3 and model.config.id2label == {0: "a", 1: "b", 2: "c"}
 
 
 def test_base_encoder_gets_a_fresh_head(tmp_path, tiny_bert):

@@ -64,10 +64,11 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_classifier(name: str, new_head: bool = False):
+def load_classifier(name: str, new_head: bool = False, classes: tuple[str, ...] = CLASS_NAMES):
     """Load tokenizer and sequence classifier; a folder that is not one is a UserError.
 
-    `new_head`: put a fresh classification head for our classes on a base model (to fine-tune).
+    `new_head`: put a fresh classification head for `classes` (names by label id) on a base model
+    (to fine-tune), whatever head it had: a classifier for other classes gets a new one.
     Otherwise the folder is a trained classifier, so every weight its config names must be in it
     (transformers would initialise missing ones at random and only log it).
     """
@@ -82,9 +83,12 @@ def load_classifier(name: str, new_head: bool = False):
         )
     kwargs = {}
     if new_head:
-        id2label = dict(enumerate(CLASS_NAMES))
-        kwargs = {"num_labels": len(CLASS_NAMES), "id2label": id2label,
-                  "label2id": {v: k for k, v in id2label.items()}}
+        id2label = dict(enumerate(classes))
+        kwargs = {"num_labels": len(classes), "id2label": id2label,
+                  "label2id": {v: k for k, v in id2label.items()},
+                  # a head of another size is replaced; one of the same size is already new (a base model)
+                  # or, as before, kept (a classifier's head fine-tuned again)
+                  "ignore_mismatched_sizes": True}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
     try:
@@ -117,13 +121,12 @@ def load_classifier(name: str, new_head: bool = False):
 
 
 def load_fine_tuned(model_dir: Path, quantize: bool = False):
-    """Load a fine-tuned classifier for inference; it must have one output per class."""
+    """Load a fine-tuned classifier for inference; it must have one output per class, two or more."""
     if not Path(model_dir).is_dir():
         raise UserError(f"{model_dir}: teacher folder not found (run `dvc repro teacher`)")
     tokenizer, model = load_classifier(str(model_dir))
-    if model.config.num_labels != len(CLASS_NAMES):
-        raise UserError(f"{model_dir}: a classifier with {model.config.num_labels} labels; "
-                        f"expected {len(CLASS_NAMES)}")
+    if model.config.num_labels < 2:
+        raise UserError(f"{model_dir}: a classifier with {model.config.num_labels} label; expected 2 or more")
     model.to(device()).eval()
     if quantize and device().type == "cpu":
         with warnings.catch_warnings():

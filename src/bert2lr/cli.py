@@ -22,6 +22,14 @@ In = Annotated[Path, typer.Option(help="input path")]
 Out = Annotated[Path, typer.Option(help="output path")]
 ParamsFile = Annotated[Path, typer.Option("--params", help="parameters file")]
 PARAMS = Path("params.yaml")
+Classes = Annotated[Optional[Path], typer.Option(
+    help="classes.json, the class names by label id, as prepare writes it [default: IMDB's neg, pos]")]
+
+
+def _classes(path: Optional[Path]) -> tuple[str, ...]:
+    from bert2lr.classes import CLASS_NAMES, read_classes
+
+    return CLASS_NAMES if path is None else read_classes(path)
 
 
 @app.command()
@@ -34,35 +42,38 @@ def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
 
 @app.command()
 def prepare(archive: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
-    """Sample the labeled, unlabeled and test splits from the archive."""
+    """Sample the labeled, unlabeled and test splits from the archive (or data.path's table)."""
     from bert2lr.stages.prepare import prepare as run
 
-    run(archive, out_dir, load_params(params).split)
+    p = load_params(params)
+    run(archive, out_dir, p.split, p.data)
 
 
 @app.command()
-def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
+def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS, classes: Classes = None) -> None:
     """Train the n-gram logistic-regression baseline on the labeled split."""
     from bert2lr.files import read_reviews
     from bert2lr.stages.baseline import train_baseline
 
-    reviews = read_reviews(labeled, need_labels=True)
+    names = _classes(classes)
+    reviews = read_reviews(labeled, need_labels=True, n_classes=len(names))
     train_baseline([r["text"] for r in reviews], [r["label"] for r in reviews], out,
-                   load_params(params).baseline)
+                   load_params(params).baseline, names)
 
 
 @app.command()
 def teacher(labeled: In, out: Out,
             training: Annotated[Path, typer.Option(help="folder for dvclive's record of the fine-tuning")],
-            params: ParamsFile = PARAMS) -> None:
+            params: ParamsFile = PARAMS, classes: Classes = None) -> None:
     """Fine-tune the BERT teacher on the labeled split."""
     p = load_params(params).teacher
     check_teacher_length(p, source=str(params))
     from bert2lr.files import read_reviews
     from bert2lr.stages.teacher import train_teacher
 
-    reviews = read_reviews(labeled, need_labels=True)
-    train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, training, p)
+    names = _classes(classes)
+    reviews = read_reviews(labeled, need_labels=True, n_classes=len(names))
+    train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, training, p, names)
 
 
 @app.command()
@@ -78,11 +89,12 @@ def logits(teacher: In, reviews: In, out: Out,
 
 
 @app.command()
-def student(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS) -> None:
+def student(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS,
+            classes: Classes = None) -> None:
     """Fit the student to the teacher's logits on the transfer set (and the labeled split)."""
     from bert2lr.stages.student import student_stage
 
-    student_stage(unlabeled, teacher_logits, labeled, out, load_params(params).student)
+    student_stage(unlabeled, teacher_logits, labeled, out, load_params(params).student, _classes(classes))
 
 
 @app.command()
@@ -101,8 +113,13 @@ def assemble(student: In, metrics: In, archive: In, labeled: In, unlabeled: In, 
     """Pack the evaluated student with its lineage record (data, teacher, settings, metrics, gate)."""
     from bert2lr.stages.assemble import assemble as run
 
+    p = load_params(params)
+    tables = None
+    if p.data.source == "table":
+        tables = {role: Path(path) for role, path in (("labeled", p.data.path), ("unlabeled", p.data.unlabeled_path),
+                                                      ("test", p.data.test_path)) if path is not None}
     run(student, metrics, archive, {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full},
-        teacher, teacher_logits, out, load_params(params).student)
+        teacher, teacher_logits, out, p.student, tables)
 
 
 @app.command()
@@ -119,13 +136,13 @@ def report(metrics_dir: Annotated[Path, typer.Option(help="folder of the metrics
 def curve(unlabeled: In, teacher_logits: In, labeled: In, test: In, test_full: In, teacher_test_logits: In,
           baseline: In, out: Out,
           png: Annotated[Optional[Path], typer.Option(help="where to draw the curve as a PNG (optional)")] = None,
-          params: ParamsFile = PARAMS) -> None:
+          params: ParamsFile = PARAMS, classes: Classes = None) -> None:
     """Student accuracy against the number of unlabeled reviews (curve.sizes)."""
     from bert2lr.stages.curve import learning_curve
 
     p = load_params(params)
     learning_curve(unlabeled, teacher_logits, labeled, test, test_full, teacher_test_logits, baseline, out,
-                   p.student, p.curve, png)
+                   p.student, p.curve, png, _classes(classes))
 
 
 @app.command()

@@ -130,6 +130,6 @@ def _fit_classes(X, teacher_logits: np.ndarray, weight: np.ndarray, gold: np.nda
 
 
 def train_student(unlabeled: list[dict], teacher_logits: np.ndarray, labeled: list[dict],
-                  p: StudentParams) -> LinearTextModel:
+                  p: StudentParams, classes=None) -> LinearTextModel:
     return fit_student([r["text"] for r in unlabeled], teacher_logits, p,
-                       [r["text"] for r in labeled], [r["label"] for r in labeled])
+                       [r["text"] for r in labeled], [r["label"] for r in labeled], classes=classes)

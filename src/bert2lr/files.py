@@ -199,8 +199,11 @@ def write_reviews(path: Path | str, reviews: Iterable[dict]) -> int:
     return n
 
 
-def read_reviews(path: Path | str, need_labels: bool = False) -> list[dict]:
-    """Read a split; an empty split or a malformed line is a UserError naming the line."""
+def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2) -> list[dict]:
+    """Read a split; an empty split or a malformed line is a UserError naming the line.
+
+    need_labels: every review must have a label, a class index 0 .. n_classes - 1.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: split not found (run `dvc repro prepare`)")
@@ -219,8 +222,9 @@ def read_reviews(path: Path | str, need_labels: bool = False) -> list[dict]:
                 raise UserError(f"{path}:{lineno}: expected an object with string 'id' and 'text'")
             label = review.get("label")
             # bool is an int subclass and True == 1: only the integers 0 and 1 are labels.
-            if need_labels and (type(label) is not int or label not in (0, 1)):
-                raise UserError(f"{path}:{lineno}: expected 'label' 0 or 1, got {label!r}")
+            if need_labels and (type(label) is not int or not 0 <= label < n_classes):
+                expected = "0 or 1" if n_classes == 2 else f"an integer from 0 to {n_classes - 1}"
+                raise UserError(f"{path}:{lineno}: expected 'label' {expected}, got {label!r}")
             if review["id"] in first_line:
                 raise UserError(
                     f"{path}:{lineno}: id {review['id']!r} already on line {first_line[review['id']]}; "
@@ -234,17 +238,19 @@ def read_reviews(path: Path | str, need_labels: bool = False) -> list[dict]:
 
 
 def write_logits(path: Path | str, ids: list[str], logits: np.ndarray) -> None:
-    """Cache logits with the ids of their reviews, row for row."""
+    """Cache logits, one row of K >= 2 class logits per review, with the ids of their reviews, row for row."""
     logits = np.asarray(logits, dtype=np.float32)
-    if logits.shape != (len(ids), 2):
-        raise ValueError(f"logits of shape {logits.shape} for {len(ids)} review ids; expected ({len(ids)}, 2)")
+    if logits.ndim != 2 or logits.shape[0] != len(ids) or logits.shape[1] < 2:
+        raise ValueError(f"logits of shape {logits.shape} for {len(ids)} review ids; "
+                         f"expected ({len(ids)}, K) with K >= 2 classes")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         # dtype=str: an empty list would otherwise be saved as floats.
         np.savez(f, ids=np.array(ids, dtype=str), logits=logits)
 
 
-def read_logits(path: Path | str, ids: list[str] | None = None) -> np.ndarray:
-    """Read cached logits, an (n, 2) float array; if `ids` is given, check they are the cached reviews, in order.
+def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int | None = None) -> np.ndarray:
+    """Read cached logits, an (n, K) float array; if `ids` is given, check they are the cached reviews, in order;
+    if `n_classes` is, that K is it.
 
     Anything else (a truncated or foreign file, pickled objects, another shape, NaN or inf) is a
     UserError: the student would otherwise fit to it silently.
@@ -265,9 +271,12 @@ def read_logits(path: Path | str, ids: list[str] | None = None) -> np.ndarray:
     if cached_ids.ndim != 1 or cached_ids.dtype.kind != "U":
         raise UserError(f"{path}: 'ids' is a {cached_ids.dtype} array of shape {cached_ids.shape}; "
                         "expected one string per review")
-    if logits.ndim != 2 or logits.shape[1] != 2 or logits.dtype.kind != "f":
+    want = "K >= 2" if n_classes is None else str(n_classes)
+    if logits.ndim != 2 or logits.shape[1] < 2 or logits.dtype.kind != "f" \
+            or (n_classes is not None and logits.shape[1] != n_classes):
         raise UserError(f"{path}: 'logits' is a {logits.dtype} array of shape {logits.shape}; "
-                        "expected floats of shape (n, 2)")
+                        f"expected floats of shape (n, {want})" + ("" if n_classes is None else
+                        f", one logit per class of classes.json (rerun `dvc repro teacher logits`)"))
     if len(logits) != len(cached_ids):
         raise UserError(f"{path}: {len(logits)} rows of logits for {len(cached_ids)} review ids; expected one each")
     finite = np.isfinite(logits).all(axis=1)

@@ -49,13 +49,20 @@ def teacher_weights(teacher: Path) -> Path:
 
 
 def build(archive: Path, splits: dict[str, Path], teacher: Path, teacher_logits: Path,
-          student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]]) -> dict:
+          student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]],
+          classes: tuple[str, ...] | None = None, tables: dict[str, Path] | None = None) -> dict:
+    """The record. classes: the student's class names by label id. tables: where the data came from
+    a table of one's own (data.source table), its files by role ("labeled", "unlabeled", "test"),
+    hashed; the archive is then only what the fetch stage brought, not the data."""
     card = read_json(Path(teacher) / TEACHER_CARD, "teacher training card")
     weights = teacher_weights(teacher)
     return {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "archive": {"path": str(archive), "sha256": file_digest(archive)},
+        **({"tables": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in tables.items()}}
+           if tables else {}),
+        **({"classes": list(classes)} if classes is not None else {}),
         "splits": {name: {"path": str(path), "sha256": file_digest(path), "n_reviews": count_lines(path)}
                    for name, path in splits.items()},
         "teacher": {"base_model": card["base_model"], "path": str(teacher),

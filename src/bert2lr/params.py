@@ -62,6 +62,36 @@ class FetchParams(_Group):
     )
 
 
+class DataParams(_Group):
+    source: Literal["imdb", "table"] = Field(
+        "imdb", description="the IMDB archive fetch brings, or a table of your own (CSV, JSON Lines or Parquet)")
+    path: Optional[str] = Field(None, min_length=1,
+                                description="with table: the labeled table (relative: from the project root)")
+    text_columns: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["text"], min_length=1,
+        description="with table: the column(s) holding the text, joined with a space in this order",
+        json_schema_extra={"allowed": "list of column names"})
+    label_column: str = Field("label", min_length=1,
+                              description="with table: the column holding the class (strings or integers)")
+    id_column: Optional[str] = Field(None, min_length=1,
+                                     description="with table: a column of unique ids (null: rows are row-1, row-2, ...)")
+    unlabeled_path: Optional[str] = Field(
+        None, min_length=1, description="with table: a table of unlabeled texts for the transfer set "
+                                        "(null: the labeled table's rows left after the labeled and test samples)")
+    test_path: Optional[str] = Field(
+        None, min_length=1, description="with table: a labeled test table (null: a sample held out of the table)")
+
+    @model_validator(mode="after")
+    def _source_matches_keys(self):
+        if self.source == "table" and self.path is None:
+            raise ValueError("'data.source: table' needs 'data.path', the labeled table")
+        if self.source == "imdb":
+            given = [k for k in ("path", "id_column", "unlabeled_path", "test_path") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"'data.{given[0]}' is for 'data.source: table'; the IMDB archive has its own splits")
+        return self
+
+
 class SplitParams(_Group):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the random samples")
     # Sizes have no upper bound here: prepare refuses one larger than the archive holds.
@@ -148,6 +178,7 @@ def _empty_group(value):
 
 
 class Params(_Group):
+    data: Annotated[DataParams, BeforeValidator(_empty_group)] = Field(default_factory=DataParams)
     fetch: Annotated[FetchParams, BeforeValidator(_empty_group)] = Field(default_factory=FetchParams)
     split: Annotated[SplitParams, BeforeValidator(_empty_group)] = Field(default_factory=SplitParams)
     baseline: Annotated[BaselineParams, BeforeValidator(_empty_group)] = Field(default_factory=BaselineParams)

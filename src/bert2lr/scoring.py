@@ -25,8 +25,8 @@ class LabeledReviews:
     labels: np.ndarray
 
     @classmethod
-    def read(cls, path: Path | str) -> "LabeledReviews":
-        reviews = read_reviews(path, need_labels=True)
+    def read(cls, path: Path | str, n_classes: int = len(CLASS_NAMES)) -> "LabeledReviews":
+        reviews = read_reviews(path, need_labels=True, n_classes=n_classes)
         return cls([r["id"] for r in reviews], [r["text"] for r in reviews],
                    np.array([r["label"] for r in reviews], dtype=np.int64))
 
@@ -36,14 +36,15 @@ class LabeledReviews:
     def accuracy(self, predicted) -> float:
         return round(float(accuracy_score(self.labels, predicted)), 4)
 
-    def metrics(self, predicted) -> dict:
-        return classification_metrics(self.labels, predicted)
+    def metrics(self, predicted, classes: tuple[str, ...] = CLASS_NAMES) -> dict:
+        return classification_metrics(self.labels, predicted, classes)
 
 
-def classification_metrics(y_true, y_pred) -> dict:
-    """Accuracy, the full classification report and the confusion matrix."""
-    labels = list(range(len(CLASS_NAMES)))
-    report = classification_report(y_true, y_pred, labels=labels, target_names=list(CLASS_NAMES),
+def classification_metrics(y_true, y_pred, classes: tuple[str, ...] = CLASS_NAMES) -> dict:
+    """Accuracy, the classification report (one row per class of `classes`, names by label id, and
+    the averages) and the K x K confusion matrix (rows actual, columns predicted, in label order)."""
+    labels = list(range(len(classes)))
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(classes),
                                    output_dict=True, zero_division=0)
     report.pop("accuracy", None)
     return {
@@ -71,7 +72,7 @@ def render_report(metrics: dict) -> list[str]:
     """One model's report in the layout of sklearn's classification_report."""
     report, n = metrics["report"], metrics["n"]
     lines = [f"{'':>12}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}", ""]
-    for name in CLASS_NAMES:
+    for name in (k for k in report if k not in ("macro avg", "weighted avg", "micro avg")):
         r = report[name]
         lines.append(f"{name:>12}{r['precision']:>10.2f}{r['recall']:>10.2f}{r['f1-score']:>10.2f}{r['support']:>10}")
     lines += ["", f"{'accuracy':>12}{'':>10}{'':>10}{metrics['accuracy']:>10.2f}{n:>10}"]

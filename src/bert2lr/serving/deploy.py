@@ -10,7 +10,8 @@ import re
 import reprlib
 from pathlib import Path
 
-from bert2lr.classes import CLASS_NAMES
+import numpy as np
+
 from bert2lr.errors import UserError
 from bert2lr.files import file_digest, read_json
 from bert2lr.lineage import FORMAT as LINEAGE_FORMAT
@@ -122,8 +123,21 @@ def load_student(path: Path | str = DEFAULT_STUDENT, allow_ungated: bool = False
 
 
 def predictions(model: LinearTextModel, texts: list[str]) -> list[dict]:
-    """Label, probability of the second class (positive) and raw logit per text."""
-    logits = model.decision_function(texts)
-    probability = sigmoid(logits)
-    return [{"label": CLASS_NAMES[int(z > 0)], "probability": round(float(p), 6), "logit": round(float(z), 6)}
-            for z, p in zip(logits, probability)]
+    """Per text: the label and every class's probability ("probabilities", by class name, in label order).
+
+    Two classes also keep the fields clients read before there were K: the probability of the second
+    class and the raw logit (the margin), in that order after the label.
+    """
+    classes = model.classes
+    if model.n_outputs == 1:
+        logits = model.decision_function(texts)
+        rows = []
+        for z in logits:
+            p = round(float(sigmoid(z)), 6)
+            rows.append({"label": classes[int(z > 0)], "probability": p, "logit": round(float(z), 6),
+                         "probabilities": {classes[0]: round(1.0 - p, 6), classes[1]: p}})
+        return rows
+    probabilities = model.predict_proba(texts)
+    return [{"label": classes[int(np.argmax(row))],
+             "probabilities": {name: round(float(p), 6) for name, p in zip(classes, row)}}
+            for row in probabilities]

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bert2lr.classes import CLASS_NAMES
 from bert2lr.serving.deploy import load_student, predictions
 
 
@@ -123,14 +122,24 @@ class JSONBodyRoute(APIRoute):
         return parse_with_json_body_request
 
 
-class Prediction(BaseModel):
-    label: Literal[CLASS_NAMES] = Field(description=f'"{CLASS_NAMES[1]}" where the logit is above 0')
-    probability: float = Field(ge=0, le=1, description="P(pos), the sigmoid of the logit, rounded to 6 places")
-    logit: float = Field(description="the student's raw score, rounded to 6 places")
+def response_model(classes: tuple[str, ...]) -> type[BaseModel]:
+    """PredictResponse for the served student's classes (its model file names them, by label id).
 
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction] = Field(description="one per text, in the request's order")
+    Two classes keep the fields of the two-class service (probability of the second class, logit)
+    beside every class's probability; K > 2 classes give the label and the probabilities.
+    """
+    label = Annotated[Literal[classes], Field(description="the class of the highest probability")]
+    probabilities = Annotated[dict[str, float], Field(
+        description=f"each class's probability ({', '.join(classes)}), rounded to 6 places")]
+    fields = {"label": (label, ...)}
+    if len(classes) == 2:
+        fields["probability"] = (Annotated[float, Field(
+            ge=0, le=1, description=f"P({classes[1]}), the sigmoid of the logit, rounded to 6 places")], ...)
+        fields["logit"] = (Annotated[float, Field(description="the student's raw score, rounded to 6 places")], ...)
+    fields["probabilities"] = (probabilities, ...)
+    prediction = create_model("Prediction", **fields)
+    return create_model("PredictResponse", predictions=(
+        Annotated[list[prediction], Field(description="one per text, in the request's order")], ...))
 
 
 class ErrorResponse(BaseModel):
@@ -202,6 +211,7 @@ def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 2
     app.router.route_class = JSONBodyRoute
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     PredictRequest = request_model(max_batch, max_chars)
+    PredictResponse = response_model(model.classes)
 
     @app.exception_handler(BodyTooLarge)  # a body read other than by JSONBodyRequest
     async def body_too_large(_, exc: BodyTooLarge):
@@ -238,7 +248,7 @@ def create_app(model_path: Path, allow_ungated: bool = False, max_batch: int = 2
     @app.post("/predict", response_model=PredictResponse,
               responses={status: {"model": ErrorResponse, "description": text} for status, text in errors.items()})
     def predict(body: PredictRequest):  # a plain def: FastAPI runs it in its threadpool, off the event loop
-        """Label, P(pos) and logit for each text."""
+        """Label and every class's probability for each text (with two classes, also P(second) and logit)."""
         return {"predictions": predictions(model, body.texts)}
 
     return app

@@ -27,7 +27,7 @@ def lineage_metrics(metrics: dict, source: Path) -> tuple[dict, dict]:
 
 
 def assemble(candidate: Path, student_metrics: Path, archive: Path, splits: dict[str, Path], teacher: Path,
-             teacher_logits: Path, out_dir: Path, p: StudentParams) -> dict:
+             teacher_logits: Path, out_dir: Path, p: StudentParams, tables: dict[str, Path] | None = None) -> dict:
     """Write out_dir/model.npz (the candidate's file, byte for byte) and out_dir/lineage.json; both or neither."""
     model_file = Path(candidate) / MODEL_FILE
     model = LinearTextModel.load(model_file)
@@ -36,6 +36,7 @@ def assemble(candidate: Path, student_metrics: Path, archive: Path, splits: dict
         archive=archive, splits=splits, teacher=teacher, teacher_logits=teacher_logits,
         student_params=p.model_dump(), metrics=metrics, gate=gate,
         reviews={name: [r["id"] for r in read_reviews(splits[name])] for name in ("labeled", "unlabeled")},
+        classes=model.classes, tables=tables,
     )
     with atomic_path(out_dir, directory=True) as tmp:
         shutil.copyfile(model_file, tmp / MODEL_FILE)

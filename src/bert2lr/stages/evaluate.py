@@ -7,7 +7,7 @@ import csv
 import logging
 from pathlib import Path
 
-from bert2lr.classes import CLASS_NAMES
+from bert2lr.errors import UserError
 from bert2lr.files import atomic_path, read_logits, write_json
 from bert2lr.linear import LinearTextModel
 from bert2lr.scoring import MODELS, LabeledReviews, agreement, quality_gate
@@ -15,12 +15,12 @@ from bert2lr.scoring import MODELS, LabeledReviews, agreement, quality_gate
 log = logging.getLogger(__name__)
 
 
-def _write_predictions(path: Path, ids, y_true, y_pred) -> None:
+def _write_predictions(path: Path, ids, y_true, y_pred, classes: tuple[str, ...]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "actual", "predicted"])
         for row in zip(ids, y_true, y_pred):
-            writer.writerow([row[0], CLASS_NAMES[row[1]], CLASS_NAMES[row[2]]])
+            writer.writerow([row[0], classes[row[1]], classes[row[2]]])
 
 
 def evaluate(test: Path, test_full: Path, baseline: Path, student: Path, teacher_logits: Path,
@@ -28,21 +28,28 @@ def evaluate(test: Path, test_full: Path, baseline: Path, student: Path, teacher
     """Write metrics/<model>.json and metrics/predictions/<model>.csv; return the metrics.
 
     The student's metrics carry its quality gate, which `assemble` copies into its lineage record.
+    The class names are the student's (it carries those of classes.json); the baseline and the
+    teacher's logits must have the same classes.
     """
-    sample, full = LabeledReviews.read(test), LabeledReviews.read(test_full)
-    predictions = {"teacher": read_logits(teacher_logits, sample.ids).argmax(axis=1)}
+    models = {name: LinearTextModel.load(path) for name, path in (("baseline", baseline), ("student", student))}
+    classes = models["student"].classes
+    if models["baseline"].classes != classes:
+        raise UserError(f"{baseline}: a baseline for the classes {', '.join(models['baseline'].classes)}, the student "
+                        f"{student} for {', '.join(classes)}; rerun `dvc repro` so that both learn the same data")
+    sample, full = LabeledReviews.read(test, len(classes)), LabeledReviews.read(test_full, len(classes))
+    predictions = {"teacher": read_logits(teacher_logits, sample.ids, len(classes)).argmax(axis=1)}
     results = {}
-    for name, path in (("baseline", baseline), ("student", student)):
-        model = LinearTextModel.load(path)
+    for name, model in models.items():
         predictions[name] = model.predict(sample.texts)
-        results[name] = {**sample.metrics(predictions[name]),
-                         "test_full": full.metrics(model.predict(full.texts))}
-    results["teacher"] = sample.metrics(predictions["teacher"])
+        results[name] = {**sample.metrics(predictions[name], classes),
+                         "test_full": full.metrics(model.predict(full.texts), classes)}
+    results["teacher"] = sample.metrics(predictions["teacher"], classes)
     results["student"]["agreement_with_teacher"] = agreement(predictions["student"], predictions["teacher"])
     results["student"]["gate"] = quality_gate(results["student"]["accuracy"], results["baseline"]["accuracy"])
     log.info("evaluate: student %.4f, baseline %.4f: gate %s", results["student"]["accuracy"],
              results["baseline"]["accuracy"], "passed" if results["student"]["gate"]["passed"] else "FAILED")
     for name in MODELS:
         write_json(metrics_dir / f"{name}.json", results[name])
-        _write_predictions(metrics_dir / "predictions" / f"{name}.csv", sample.ids, sample.labels, predictions[name])
+        _write_predictions(metrics_dir / "predictions" / f"{name}.csv", sample.ids, sample.labels, predictions[name],
+                           classes)
     return {name: results[name] for name in MODELS}

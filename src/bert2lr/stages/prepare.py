@@ -1,4 +1,5 @@
-"""Stage: read the IMDB archive and sample the labeled, unlabeled and test splits."""
+"""Stage: read the IMDB archive (or a table of your own) and sample the labeled, unlabeled and test
+splits; write the class names by label id beside them (classes.json), which every later stage reads."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from tqdm import tqdm
 
 from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path, write_reviews
-from bert2lr.params import SplitParams
+from bert2lr.files import atomic_path, write_json, write_reviews
+from bert2lr.params import DataParams, SplitParams
+from bert2lr.tables import TableSpec, read_table, split_table
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,7 @@ _NAME = re.compile(r"^(\d+)_(\d+)\.txt$")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _RATINGS = {"pos": range(7, 11), "neg": range(1, 5), "unsup": range(0, 1)}
 SPLITS = ("labeled", "unlabeled", "test", "test_full")
+CLASSES_FILE = "classes.json"  # the class names by label id, a JSON list, beside the splits
 
 
 def clean(text: str) -> str:
@@ -170,10 +173,36 @@ def sample_splits(folders: dict[str, list[dict]], p: SplitParams) -> dict[str, l
     }
 
 
-def prepare(archive: Path, out_dir: Path, p: SplitParams) -> dict[str, int]:
-    """Write labeled, unlabeled, test (the sample) and test_full (the whole test half) as JSON Lines."""
-    folders = read_archive(archive, with_unsup=p.unlabeled_pool == "train+unsup")
-    splits = sample_splits(folders, p)
+def table_spec(data: DataParams, which: str = "labeled") -> TableSpec | None:
+    """The TableSpec of the labeled, unlabeled or test table of data.source table; None where there is none."""
+    path = {"labeled": data.path, "unlabeled": data.unlabeled_path, "test": data.test_path}[which]
+    if data.source != "table" or path is None:
+        return None
+    return TableSpec(path=Path(path), text_columns=tuple(data.text_columns),
+                     label_column=None if which == "unlabeled" else data.label_column, id_column=data.id_column)
+
+
+def table_splits(data: DataParams, p: SplitParams) -> tuple[dict[str, list[dict]], tuple[str, ...]]:
+    """The splits and class names of a table (with its optional unlabeled and test tables)."""
+    records, classes = read_table(table_spec(data))
+    test_spec, unlabeled_spec = table_spec(data, "test"), table_spec(data, "unlabeled")
+    # The test table's labels are mapped onto the labeled table's classes; a class it alone has is an error.
+    test = read_table(test_spec, classes)[0] if test_spec else None
+    unlabeled = read_table(unlabeled_spec)[0] if unlabeled_spec else None
+    splits = split_table(records, p.n_labeled, p.n_unlabeled, p.n_test, p.seed,
+                         test_records=test, unlabeled_records=unlabeled)
+    return splits, classes
+
+
+def prepare(archive: Path, out_dir: Path, p: SplitParams, data: DataParams | None = None) -> dict[str, int]:
+    """Write labeled, unlabeled, test (the sample) and test_full (the whole test half) as JSON Lines,
+    and classes.json. data.source imdb (the default) reads the archive; table reads data.path."""
+    data = data or DataParams()
+    if data.source == "table":
+        splits, classes = table_splits(data, p)
+    else:
+        folders = read_archive(archive, with_unsup=p.unlabeled_pool == "train+unsup")
+        splits, classes = sample_splits(folders, p), CLASS_NAMES
     for name, reviews in splits.items():
         if not reviews:
             raise UserError(f"split '{name}' would be empty; raise split.n_{name.split('_')[0]}")
@@ -182,4 +211,6 @@ def prepare(archive: Path, out_dir: Path, p: SplitParams) -> dict[str, int]:
         for name, reviews in splits.items():
             counts[name] = write_reviews(tmp / f"{name}.jsonl", reviews)
             log.info("prepare: %s: %d reviews", name, counts[name])
+        write_json(tmp / CLASSES_FILE, list(classes))
+    log.info("prepare: %d classes: %s", len(classes), ", ".join(classes))
     return counts

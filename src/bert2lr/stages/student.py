@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bert2lr.classes import CLASS_NAMES
 from bert2lr.distill import train_student
 from bert2lr.files import atomic_path, read_logits, read_reviews
 from bert2lr.linear import MODEL_FILE, LinearTextModel
@@ -15,12 +16,16 @@ from bert2lr.params import StudentParams
 
 
 def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, out_dir: Path,
-                  p: StudentParams) -> LinearTextModel:
-    """Fit the student on the transfer set, its teacher logits and the labeled split; write out_dir/model.npz."""
+                  p: StudentParams, classes: tuple[str, ...] = CLASS_NAMES) -> LinearTextModel:
+    """Fit the student on the transfer set, its teacher logits and the labeled split; write out_dir/model.npz.
+
+    classes: the names by label id (classes.json); the model file carries them, and the teacher's
+    logits must hold one column per class.
+    """
     unlabeled_reviews = read_reviews(unlabeled)
-    labeled_reviews = read_reviews(labeled, need_labels=True)
-    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews])
-    model = train_student(unlabeled_reviews, logits, labeled_reviews, p)
+    labeled_reviews = read_reviews(labeled, need_labels=True, n_classes=len(classes))
+    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews], len(classes))
+    model = train_student(unlabeled_reviews, logits, labeled_reviews, p, classes)
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp / MODEL_FILE)
     return model

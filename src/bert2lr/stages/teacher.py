@@ -21,6 +21,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from bert2lr.bert import collate, device, encode, load_classifier, predict_logits, seed_everything
+from bert2lr.classes import CLASS_NAMES
 from bert2lr.files import atomic_path, write_json
 from bert2lr.lineage import TEACHER_CARD
 from bert2lr.params import TeacherParams
@@ -37,15 +38,17 @@ def hold_out(n: int, n_heldout: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def train_teacher(texts: list[str], labels: list[int], out_dir: Path, training_dir: Path,
-                  p: TeacherParams) -> dict:
+                  p: TeacherParams, classes: tuple[str, ...] = CLASS_NAMES) -> dict:
     """Fine-tune `p.model` with AdamW, warm-up then linear decay; save_pretrained to out_dir.
+
+    The classifier head has one output per class of `classes` (names by label id, its id2label).
 
     training_dir gets dvclive's record: loss and learning rate per step, mean loss and accuracy per
     epoch on the training batches (and accuracy on the held-out slice when teacher.n_heldout > 0).
     """
     started = time.perf_counter()
     seed_everything(p.seed)
-    tokenizer, model = load_classifier(p.model, new_head=True)
+    tokenizer, model = load_classifier(p.model, new_head=True, classes=classes)
     dev = device()
     model.to(dev).train()
     train_index, heldout_index = hold_out(len(texts), p.n_heldout, p.seed)
