@@ -1,0 +1,106 @@
+"""The `data` parameters and prepare on a table of one's own (fast; the real repro is test_table_pipeline)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bert2lr.classes import read_classes
+from bert2lr.errors import UserError
+from bert2lr.files import read_reviews
+from bert2lr.linear import LinearTextModel
+from bert2lr.params import DataParams, SplitParams, parse_params
+from bert2lr.serving.deploy import predictions
+from bert2lr.stages.prepare import prepare
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows(n, start=0, labels=("b", "a", "c")):
+    return [{"key": f"k{start + i}", "title": f"titre {i} été", "body": f"corps {i}", "y": labels[i % len(labels)]}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"data": {"source": "table"}}, "'data.source: table' needs 'data.path'"),
+    ({"data": {"path": "t.csv"}}, "'data.path' is for 'data.source: table'"),
+    ({"data": {"source": "table", "path": "t.csv", "text_columns": []}}, "'data.text_columns' must hold at least 1"),
+    ({"data": {"source": "csv"}}, "'data.source' must be 'imdb' or 'table'"),
+])
+def test_data_parameters_name_the_key(raw, message):
+    with pytest.raises(UserError, match=None) as info:
+        parse_params(raw)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_imdb_prepare_writes_its_class_names(tmp_path, archive):
+    prepare(archive, tmp_path / "splits", SplitParams(n_labeled=8, n_unlabeled=8, n_test=4))
+    assert json.loads((tmp_path / "splits/classes.json").read_text()) == ["neg", "pos"]
+    assert read_classes(tmp_path / "splits/classes.json") == ("neg", "pos")
+
+
+def test_table_with_its_own_test_and_unlabeled_tables(tmp_path):
+    table = write_jsonl(tmp_path / "train.jsonl", rows(30))
+    test = write_jsonl(tmp_path / "test.jsonl", rows(9, start=100))
+    unlabeled = write_jsonl(tmp_path / "more.jsonl", [{"key": f"u{i}", "title": "x", "body": f"y{i}"} for i in range(12)])
+    data = DataParams(source="table", path=str(table), text_columns=["title", "body"], label_column="y",
+                      id_column="key", test_path=str(test), unlabeled_path=str(unlabeled))
+    counts = prepare(tmp_path / "no-archive", tmp_path / "splits", SplitParams(n_labeled=12, n_unlabeled=10, n_test=6),
+                     data)
+    assert counts == {"labeled": 12, "unlabeled": 10, "test": 6, "test_full": 9}
+    assert read_classes(tmp_path / "splits/classes.json") == ("a", "b", "c")
+    labeled = read_reviews(tmp_path / "splits/labeled.jsonl", need_labels=True, n_classes=3)
+    assert all(r["text"].startswith("titre") and "été" in r["text"] for r in labeled)
+    assert {r["id"] for r in read_reviews(tmp_path / "splits/unlabeled.jsonl")} <= {f"u{i}" for i in range(12)}
+    assert {r["id"] for r in read_reviews(tmp_path / "splits/test_full.jsonl")} == {f"k{i}" for i in range(100, 109)}
+    with pytest.raises(UserError, match="expected 'label' 0 or 1"):
+        read_reviews(tmp_path / "splits/labeled.jsonl", need_labels=True)  # two classes by default
+
+
+def test_a_test_table_with_a_class_the_table_lacks_is_refused(tmp_path):
+    table = write_jsonl(tmp_path / "train.jsonl", rows(20))
+    test = write_jsonl(tmp_path / "test.jsonl", rows(4, start=50, labels=("a", "z")))
+    data = DataParams(source="table", path=str(table), text_columns=["title"], label_column="y", test_path=str(test))
+    with pytest.raises(UserError, match="label 'z'"):
+        prepare(tmp_path / "no-archive", tmp_path / "splits", SplitParams(n_labeled=8, n_unlabeled=4, n_test=2), data)
+    assert not (tmp_path / "splits").exists()
+
+
+@pytest.mark.parametrize("bad", ['["only"]', '["a", "a"]', '{"0": "a"}', "not json"])
+def test_bad_class_files_are_one_line(tmp_path, bad):
+    (tmp_path / "classes.json").write_text(bad)
+    with pytest.raises(UserError, match="classes.json: "):
+        read_classes(tmp_path / "classes.json")
+
+
+def test_predictions_give_every_class_probability():
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vectorizer = CountVectorizer().fit(["red apple", "green pear", "blue sky"])
+    n = len(vectorizer.vocabulary_)
+    coef = np.zeros((3, n))
+    for k, word in enumerate(["red", "green", "blue"]):
+        coef[k, vectorizer.vocabulary_[word]] = 2.0
+    model = LinearTextModel.from_sklearn(vectorizer, coef, np.zeros(3), classes=("rouge", "vert", "bleu"))
+    rows_ = predictions(model, ["green thing", "blue"])
+    assert [r["label"] for r in rows_] == ["vert", "bleu"]
+    assert all(set(r) == {"label", "probabilities"} and list(r["probabilities"]) == ["rouge", "vert", "bleu"]
+               for r in rows_)
+    two = LinearTextModel.from_sklearn(vectorizer, coef[0], 0.5)
+    row = predictions(two, ["red"])[0]
+    assert list(row) == ["label", "probability", "logit", "probabilities"] and row["label"] == "pos"
+    assert row["probabilities"] == {"neg": round(1 - row["probability"], 6), "pos": row["probability"]}
+
+
+def test_the_service_schema_follows_the_classes():
+    from bert2lr.serving.serve import response_model
+
+    schema = response_model(("rouge", "vert", "bleu")).model_json_schema()
+    prediction = schema["$defs"]["Prediction"]
+    assert prediction["required"] == ["label", "probabilities"]
+    assert prediction["properties"]["label"]["enum"] == ["rouge", "vert", "bleu"]
