@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,23 @@ def test_the_service_schema_follows_the_classes():
     prediction = schema["$defs"]["Prediction"]
     assert prediction["required"] == ["label", "probabilities"]
     assert prediction["properties"]["label"]["enum"] == ["rouge", "vert", "bleu"]
+
+
+def test_ag_news_params_are_valid_and_prepare_splits_the_file(tmp_path):
+    """params/ag_news.yaml declares every key params.yaml does; where the AG News file is beside the
+    repository (../shared/data/ag_news, as CI has it), prepare splits it 1,000 / 5,600 / 1,000."""
+    import yaml
+
+    from bert2lr.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    raw, default = (yaml.safe_load((root / name).read_text()) for name in ("params/ag_news.yaml", "params.yaml"))
+    assert {g: set(v) for g, v in raw.items()} == {g: set(v) for g, v in default.items()}
+    p = load_params(root / "params/ag_news.yaml")
+    table = root / p.data.path
+    if not table.is_file():
+        pytest.skip(f"{table} is not beside the repository")
+    data = p.data.model_copy(update={"path": str(table)})
+    counts = prepare(tmp_path / "no-archive", tmp_path / "splits", p.split, data)
+    assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (1000, 5600, 1000)
+    assert read_classes(tmp_path / "splits/classes.json") == ("1", "2", "3", "4")
