@@ -1,5 +1,6 @@
 """Teacher, logits, student and evaluate on the synthetic archive and a tiny real BERT."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -225,9 +226,15 @@ def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, st
     assert lineage["gate"] == metrics["gate"] and lineage["metrics"]["accuracy"] == metrics["accuracy"]
     assert (student_dir / "model.npz").read_bytes() == (candidate / "model.npz").read_bytes()
     assert quality_gate(0.8, 0.8)["passed"] is False and quality_gate(0.81, 0.8)["passed"] is True
+    assert metrics["model_sha256"] == hashlib.sha256((candidate / "model.npz").read_bytes()).hexdigest()
+    splits = {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")}
+    # the metrics of another model: its gate must not travel with this one
+    (tmp_path / "other.json").write_text(json.dumps({**metrics, "model_sha256": "0" * 64}))
+    with pytest.raises(UserError, match="other.json scores another model .* run `dvc repro evaluate`"):
+        assemble(candidate, tmp_path / "other.json", s / "labeled.jsonl", splits, root / "teacher",
+                 root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())
     del metrics["gate"]
     (tmp_path / "student.json").write_text(json.dumps(metrics))
-    splits = {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")}
     with pytest.raises(UserError, match="student.json: no 'gate' in the student's metrics"):
         assemble(candidate, tmp_path / "student.json", s / "labeled.jsonl", splits, root / "teacher",
                  root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())

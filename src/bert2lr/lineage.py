@@ -15,13 +15,18 @@ TEACHER_CARD = "training.json"
 _LIBRARIES = ("bert2lr", "torch", "transformers", "scikit-learn", "numpy", "dvc")
 
 
-def _git() -> dict:
+# What makes a student besides its data: the code, the pipeline and its parameters. Outputs the run
+# itself rewrites (dvc.lock, the metrics git tracks) and prose do not make the commit "dirty".
+CODE_PATHS = ("src", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
+def _git(cwd: Path | str | None = None) -> dict:
     def run(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
 
     try:
-        # dvc.lock is rewritten by the very run that makes the student, so it does not count.
-        status = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+        # Untracked files count: a new module the code imports is not in the commit either.
+        status = run("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS)
         return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status)}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}

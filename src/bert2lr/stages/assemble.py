@@ -31,7 +31,12 @@ def assemble(candidate: Path, student_metrics: Path, archive: Path, splits: dict
     """Write out_dir/model.npz (the candidate's file, byte for byte) and out_dir/lineage.json; both or neither."""
     model_file = Path(candidate) / MODEL_FILE
     model = LinearTextModel.load(model_file)
-    metrics, gate = lineage_metrics(read_json(student_metrics, "student metrics"), student_metrics)
+    scored = read_json(student_metrics, "student metrics")
+    metrics, gate = lineage_metrics(scored, student_metrics)
+    actual = file_digest(model_file)
+    if scored.get("model_sha256") != actual:
+        raise UserError(f"{student_metrics} scores another model (sha256 {str(scored.get('model_sha256'))[:12]}...) "
+                        f"than {model_file} ({actual[:12]}...); its gate is not this model's: run `dvc repro evaluate`")
     record = lineage.build(
         archive=archive, splits=splits, teacher=teacher, teacher_logits=teacher_logits,
         student_params=p.model_dump(), metrics=metrics, gate=gate,

@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path, read_logits, write_json
-from bert2lr.linear import LinearTextModel
+from bert2lr.files import atomic_path, file_digest, read_logits, write_json
+from bert2lr.linear import MODEL_FILE, LinearTextModel
 from bert2lr.scoring import MODELS, LabeledReviews, agreement, quality_gate
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ def evaluate(test: Path, test_full: Path, baseline: Path, student: Path, teacher
     results["teacher"] = sample.metrics(predictions["teacher"], classes)
     results["student"]["agreement_with_teacher"] = agreement(predictions["student"], predictions["teacher"])
     results["student"]["gate"] = quality_gate(results["student"]["accuracy"], results["baseline"]["accuracy"])
+    # Which file these numbers and this gate belong to: assemble packs only that file with them.
+    student_file = Path(student) if Path(student).suffix == ".npz" else Path(student) / MODEL_FILE
+    results["student"]["model_sha256"] = file_digest(student_file)
     log.info("evaluate: student %.4f, baseline %.4f: gate %s", results["student"]["accuracy"],
              results["baseline"]["accuracy"], "passed" if results["student"]["gate"]["passed"] else "FAILED")
     for name in MODELS:
