@@ -142,7 +142,8 @@ def student_dir(workspace, archive, tmp_path_factory) -> Path:
     evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", work / "candidate",
              root / "logits" / "test.npz", work / "metrics")
     out = work / "student"
-    assemble(work / "candidate", work / "metrics" / "student.json", archive,
+    assemble(work / "candidate", work / "metrics" / "student.json", "imdb",
+             {role: archive for role in ("labeled", "unlabeled", "test")},
              {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")},
              root / "teacher", root / "logits" / "unlabeled.npz", out, p)
     return out

@@ -9,9 +9,9 @@ from conftest import assert_one_line_error, bert2lr
 
 def test_unknown_and_mistyped_parameters(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"student": {"alhpa": 1}}))
-    assert_one_line_error(bert2lr("fetch", "--out", "x.tar.gz", cwd=tmp_path), "params.yaml", "student.alhpa")
+    assert_one_line_error(bert2lr("fetch", "--out-dir", "x", cwd=tmp_path), "params.yaml", "student.alhpa")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {"n_test": "many"}}))
-    assert_one_line_error(bert2lr("prepare", "--archive", "a", "--out-dir", "s", cwd=tmp_path),
+    assert_one_line_error(bert2lr("prepare", "--data", "a", "--unlabeled-data", "a", "--test-data", "a", "--out-dir", "s", cwd=tmp_path),
                           "'split.n_test' must be an integer, got 'many'")
 
 
@@ -28,7 +28,7 @@ def test_unknown_and_mistyped_parameters(tmp_path):
 ])
 def test_hostile_parameters_end_in_one_line(tmp_path, content, fragments):
     (tmp_path / "params.yaml").write_bytes(content)
-    assert_one_line_error(bert2lr("fetch", "--out", "x", "--params", "params.yaml", cwd=tmp_path), *fragments)
+    assert_one_line_error(bert2lr("fetch", "--out-dir", "x", "--params", "params.yaml", cwd=tmp_path), *fragments)
     assert not (tmp_path / "x").exists()
 
 
@@ -54,10 +54,10 @@ def test_params_command_prints_the_declared_table_and_the_values(tmp_path):
 
 def test_missing_archive(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"fetch": {"sources": ["nowhere/aclImdb_v1.tar.gz"]}}))
-    assert_one_line_error(bert2lr("fetch", "--out", "data/raw/a.tar.gz", cwd=tmp_path),
+    assert_one_line_error(bert2lr("fetch", "--out-dir", "data/raw", cwd=tmp_path),
                           "tried: nowhere/aclImdb_v1.tar.gz")
     (tmp_path / "params.yaml").write_text("{}")
-    assert_one_line_error(bert2lr("prepare", "--archive", "data/raw/a.tar.gz", "--out-dir", "s", cwd=tmp_path),
+    assert_one_line_error(bert2lr("prepare", "--data", "data/raw/a.tar.gz", "--unlabeled-data", "data/raw/a.tar.gz", "--test-data", "data/raw/a.tar.gz", "--out-dir", "s", cwd=tmp_path),
                           "data/raw/a.tar.gz: archive not found")
 
 

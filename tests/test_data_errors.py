@@ -187,7 +187,7 @@ def test_cli_refuses_a_damaged_archive(tmp_path, archive):
     (tmp_path / "params.yaml").write_text("{}")
     data = gzip.decompress(archive.read_bytes())
     (tmp_path / "cut.tar.gz").write_bytes(gzip.compress(data[: len(data) // 2]))
-    result = bert2lr("prepare", "--archive", "cut.tar.gz", "--out-dir", "splits", cwd=tmp_path)
+    result = bert2lr("prepare", "--data", "cut.tar.gz", "--unlabeled-data", "cut.tar.gz", "--test-data", "cut.tar.gz", "--out-dir", "splits", cwd=tmp_path)
     assert_one_line_error(result, "cut.tar.gz: not a readable tar archive")
     assert not (tmp_path / "splits").exists()
 
@@ -195,10 +195,10 @@ def test_cli_refuses_a_damaged_archive(tmp_path, archive):
 def test_cli_prepare_refuses_a_readme_fetched_without_a_hash(tmp_path):
     (tmp_path / "README.md").write_text("# not an archive\n")
     (tmp_path / "params.yaml").write_text(json.dumps({"fetch": {"sources": ["README.md", "gone.tar.gz"]}}))
-    result = bert2lr("fetch", "--out", "raw/a.tar.gz", cwd=tmp_path)
+    result = bert2lr("fetch", "--out-dir", "data/raw", cwd=tmp_path)
     assert result.returncode == 0  # without expected hashes a readable file is taken as it is ...
-    result = bert2lr("prepare", "--archive", "raw/a.tar.gz", "--out-dir", "splits", cwd=tmp_path)
-    assert_one_line_error(result, "raw/a.tar.gz: not a readable tar archive (Not a gzipped file")  # ... until read
+    result = bert2lr("prepare", "--data", "data/raw/aclImdb_v1.tar.gz", "--unlabeled-data", "data/raw/aclImdb_v1.tar.gz", "--test-data", "data/raw/aclImdb_v1.tar.gz", "--out-dir", "splits", cwd=tmp_path)
+    assert_one_line_error(result, "data/raw/aclImdb_v1.tar.gz: not a readable tar archive (Not a gzipped file")  # ... until read
 
 
 @pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries

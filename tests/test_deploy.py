@@ -110,7 +110,7 @@ def set_field(record: dict, dotted: str, value) -> None:
     ("metrics.accuracy", True, "metrics.accuracy is True; expected a finite number"),
     ("metrics.n_test", -1, "metrics.n_test is -1; expected a whole number >= 0"),
     ("metrics", KeyError, "metrics is missing; expected an object"),
-    ("format", "something/1", "format is 'something/1'; expected 'bert2lr-lineage/1'"),
+    ("format", "something/1", "format is 'something/1'; expected 'bert2lr-lineage/1' or 'bert2lr-lineage/2'"),
     ("splits.test.sha256", None, "splits.test.sha256 is None; expected 64 lowercase hex digits"),
     ("versions", ["bert2lr"], "versions is ['bert2lr']; expected an object"),
     ("reviews.labeled", [1, 2], "reviews.labeled is [1, 2]; expected a list of strings"),

@@ -231,11 +231,11 @@ def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, st
     # the metrics of another model: its gate must not travel with this one
     (tmp_path / "other.json").write_text(json.dumps({**metrics, "model_sha256": "0" * 64}))
     with pytest.raises(UserError, match="other.json scores another model .* run `dvc repro evaluate`"):
-        assemble(candidate, tmp_path / "other.json", s / "labeled.jsonl", splits, root / "teacher",
+        assemble(candidate, tmp_path / "other.json", "imdb", {"labeled": s / "labeled.jsonl"}, splits, root / "teacher",
                  root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())
     del metrics["gate"]
     (tmp_path / "student.json").write_text(json.dumps(metrics))
     with pytest.raises(UserError, match="student.json: no 'gate' in the student's metrics"):
-        assemble(candidate, tmp_path / "student.json", s / "labeled.jsonl", splits, root / "teacher",
+        assemble(candidate, tmp_path / "student.json", "imdb", {"labeled": s / "labeled.jsonl"}, splits, root / "teacher",
                  root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())
     assert not (tmp_path / "out").exists()

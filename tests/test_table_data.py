@@ -28,9 +28,14 @@ def rows(n, start=0, labels=("b", "a", "c")):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"data": {"source": "table"}}, "'data.source: table' needs 'data.path'"),
-    ({"data": {"path": "t.csv"}}, "'data.path' is for 'data.source: table'"),
-    ({"data": {"source": "table", "path": "t.csv", "text_columns": []}}, "'data.text_columns' must hold at least 1"),
+    ({"data": {"source": "table"}}, "'data.path' is still the IMDB archive (data/raw/aclImdb_v1.tar.gz); with "
+                                    "'data.source: table' name your table"),
+    ({"data": {"source": "table", "path": "t.csv"}}, "'data.unlabeled_path' is still the IMDB archive"),
+    ({"data": {"path": "t.tar.gz"}}, "'data.unlabeled_path' must be the same as 'data.path' (t.tar.gz) with "
+                                     "'data.source: imdb'"),
+    ({"data": {"id_column": "key"}}, "'data.id_column' is for 'data.source: table'"),
+    ({"data": {"source": "table", "path": "t.csv", "unlabeled_path": "t.csv", "test_path": "t.csv",
+               "text_columns": []}}, "'data.text_columns' must hold at least 1"),
     ({"data": {"source": "csv"}}, "'data.source' must be 'imdb' or 'table'"),
 ])
 def test_data_parameters_name_the_key(raw, message):
@@ -51,8 +56,8 @@ def test_table_with_its_own_test_and_unlabeled_tables(tmp_path):
     unlabeled = write_jsonl(tmp_path / "more.jsonl", [{"key": f"u{i}", "title": "x", "body": f"y{i}"} for i in range(12)])
     data = DataParams(source="table", path=str(table), text_columns=["title", "body"], label_column="y",
                       id_column="key", test_path=str(test), unlabeled_path=str(unlabeled))
-    counts = prepare(tmp_path / "no-archive", tmp_path / "splits", SplitParams(n_labeled=12, n_unlabeled=10, n_test=6),
-                     data)
+    counts = prepare(table, tmp_path / "splits", SplitParams(n_labeled=12, n_unlabeled=10, n_test=6),
+                     data, unlabeled_path=unlabeled, test_path=test)
     assert counts == {"labeled": 12, "unlabeled": 10, "test": 6, "test_full": 9}
     assert read_classes(tmp_path / "splits/classes.json") == ("a", "b", "c")
     labeled = read_reviews(tmp_path / "splits/labeled.jsonl", need_labels=True, n_classes=3)
@@ -66,9 +71,10 @@ def test_table_with_its_own_test_and_unlabeled_tables(tmp_path):
 def test_a_test_table_with_a_class_the_table_lacks_is_refused(tmp_path):
     table = write_jsonl(tmp_path / "train.jsonl", rows(20))
     test = write_jsonl(tmp_path / "test.jsonl", rows(4, start=50, labels=("a", "z")))
-    data = DataParams(source="table", path=str(table), text_columns=["title"], label_column="y", test_path=str(test))
+    data = DataParams(source="table", path=str(table), text_columns=["title"], label_column="y", test_path=str(test),
+                      unlabeled_path=str(table))
     with pytest.raises(UserError, match="label 'z'"):
-        prepare(tmp_path / "no-archive", tmp_path / "splits", SplitParams(n_labeled=8, n_unlabeled=4, n_test=2), data)
+        prepare(table, tmp_path / "splits", SplitParams(n_labeled=8, n_unlabeled=4, n_test=2), data, test_path=test)
     assert not (tmp_path / "splits").exists()
 
 
@@ -121,7 +127,7 @@ def test_ag_news_params_are_valid_and_prepare_splits_the_file(tmp_path):
     table = root / p.data.path
     if not table.is_file():
         pytest.skip(f"{table} is not beside the repository")
-    data = p.data.model_copy(update={"path": str(table)})
-    counts = prepare(tmp_path / "no-archive", tmp_path / "splits", p.split, data)
+    assert p.data.unlabeled_path == p.data.test_path == p.data.path  # one table, split three ways
+    counts = prepare(table, tmp_path / "splits", p.split, p.data)
     assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (1000, 5600, 1000)
     assert read_classes(tmp_path / "splits/classes.json") == ("1", "2", "3", "4")

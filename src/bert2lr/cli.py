@@ -33,20 +33,34 @@ def _classes(path: Optional[Path]) -> tuple[str, ...]:
 
 
 @app.command()
-def fetch(out: Out, params: ParamsFile = PARAMS) -> None:
-    """Bring the IMDB archive to OUT from the first of fetch.sources that has it."""
+def fetch(out_dir: Out, params: ParamsFile = PARAMS) -> None:
+    """Bring the IMDB archive into OUT_DIR from the first of fetch.sources that has it (when data.path
+    is that archive); with data.source table or an archive elsewhere, OUT_DIR is left empty."""
+    from bert2lr.params import IMDB_ARCHIVE
     from bert2lr.stages.fetch import fetch as run
 
-    run([(s.source, s.hash) for s in load_params(params).fetch.sources], out)
+    p = load_params(params)
+    archive = out_dir / Path(IMDB_ARCHIVE).name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if p.data.source != "imdb" or Path(p.data.path) != archive:
+        log.info("fetch: nothing to fetch: data.source is %s, data.path %s", p.data.source, p.data.path)
+        return
+    run([(s.source, s.hash) for s in p.fetch.sources], archive)
 
 
 @app.command()
-def prepare(archive: In, out_dir: Out, params: ParamsFile = PARAMS) -> None:
-    """Sample the labeled, unlabeled and test splits from the archive (or data.path's table)."""
+def prepare(data: Annotated[Path, typer.Option(help="the IMDB archive or your labeled table (data.path)")],
+            unlabeled_data: Annotated[Path, typer.Option(
+                help="data.unlabeled_path: the same as --data to sample the transfer set from it, else a table")],
+            test_data: Annotated[Path, typer.Option(
+                help="data.test_path: the same as --data to hold a test sample out of it, else a table")],
+            out_dir: Out, params: ParamsFile = PARAMS) -> None:
+    """Sample the labeled, unlabeled and test splits from the archive (or your table)."""
     from bert2lr.stages.prepare import prepare as run
 
     p = load_params(params)
-    run(archive, out_dir, p.split, p.data)
+    run(data, out_dir, p.split, p.data, unlabeled_path=None if unlabeled_data == data else unlabeled_data,
+        test_path=None if test_data == data else test_data)
 
 
 @app.command()
@@ -108,18 +122,19 @@ def evaluate(test: In, test_full: In, baseline: In, student: In, teacher_logits:
 
 
 @app.command()
-def assemble(student: In, metrics: In, archive: In, labeled: In, unlabeled: In, test: In, test_full: In,
+def assemble(student: In, metrics: In,
+             data: Annotated[Path, typer.Option(help="data.path: the IMDB archive or the labeled table")],
+             unlabeled_data: Annotated[Path, typer.Option(help="data.unlabeled_path")],
+             test_data: Annotated[Path, typer.Option(help="data.test_path")],
+             labeled: In, unlabeled: In, test: In, test_full: In,
              teacher: In, teacher_logits: In, out: Out, params: ParamsFile = PARAMS) -> None:
     """Pack the evaluated student with its lineage record (data, teacher, settings, metrics, gate)."""
     from bert2lr.stages.assemble import assemble as run
 
     p = load_params(params)
-    tables = None
-    if p.data.source == "table":
-        tables = {role: Path(path) for role, path in (("labeled", p.data.path), ("unlabeled", p.data.unlabeled_path),
-                                                      ("test", p.data.test_path)) if path is not None}
-    run(student, metrics, archive, {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full},
-        teacher, teacher_logits, out, p.student, tables)
+    run(student, metrics, p.data.source, {"labeled": data, "unlabeled": unlabeled_data, "test": test_data},
+        {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full},
+        teacher, teacher_logits, out, p.student)
 
 
 @app.command()

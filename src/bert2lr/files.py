@@ -29,6 +29,9 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 # A test-only hook: the writer stops at this named point (see tests/test_files.py), so that a test
 # can kill it there for real.
+# The teacher stage's record of how it was made, read by lineage (a name, here so that the teacher
+# stage does not import lineage and rerun whenever the lineage record changes).
+TEACHER_CARD = "training.json"
 PAUSE_ENV = "BERT2LR_ATOMIC_PAUSE_AT"
 NO_EXCHANGE_ENV = "BERT2LR_ATOMIC_NO_EXCHANGE"  # test-only: take the fallback path of other systems
 

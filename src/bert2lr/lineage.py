@@ -7,11 +7,12 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from bert2lr.files import file_digest, read_json, sha256_manifest, sha256_tree
+from bert2lr.files import TEACHER_CARD, file_digest, read_json, sha256_manifest, sha256_tree
 
 LINEAGE_FILE = "lineage.json"
-FORMAT = "bert2lr-lineage/1"
-TEACHER_CARD = "training.json"
+# /2: "data" (the source and its files by role) in place of /1's "archive"; /1 records stay readable.
+FORMAT = "bert2lr-lineage/2"
+FORMATS = ("bert2lr-lineage/1", FORMAT)
 _LIBRARIES = ("bert2lr", "torch", "transformers", "scikit-learn", "numpy", "dvc")
 
 
@@ -53,20 +54,19 @@ def teacher_weights(teacher: Path) -> Path:
     return weights[0] if len(weights) == 1 else Path(teacher)
 
 
-def build(archive: Path, splits: dict[str, Path], teacher: Path, teacher_logits: Path,
-          student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]],
-          classes: tuple[str, ...] | None = None, tables: dict[str, Path] | None = None) -> dict:
-    """The record. classes: the student's class names by label id. tables: where the data came from
-    a table of one's own (data.source table), its files by role ("labeled", "unlabeled", "test"),
-    hashed; the archive is then only what the fetch stage brought, not the data."""
+def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path], teacher: Path,
+          teacher_logits: Path, student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]],
+          classes: tuple[str, ...] | None = None) -> dict:
+    """The record. data_files: the files the splits were drawn from by role ("labeled", "unlabeled",
+    "test"; for IMDB the archive in each). classes: the student's class names by label id."""
     card = read_json(Path(teacher) / TEACHER_CARD, "teacher training card")
     weights = teacher_weights(teacher)
+    digests = {str(path): file_digest(path) for path in set(data_files.values())}  # the archive once, not thrice
     return {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "archive": {"path": str(archive), "sha256": file_digest(archive)},
-        **({"tables": {role: {"path": str(path), "sha256": file_digest(path)} for role, path in tables.items()}}
-           if tables else {}),
+        "data": {"source": data_source,
+                 "files": {role: {"path": str(path), "sha256": digests[str(path)]} for role, path in data_files.items()}},
         **({"classes": list(classes)} if classes is not None else {}),
         "splits": {name: {"path": str(path), "sha256": file_digest(path), "n_reviews": count_lines(path)}
                    for name, path in splits.items()},

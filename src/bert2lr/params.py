@@ -62,11 +62,16 @@ class FetchParams(_Group):
     )
 
 
+IMDB_ARCHIVE = "data/raw/aclImdb_v1.tar.gz"  # where the fetch stage puts the archive
+
+
 class DataParams(_Group):
+    # The three paths are always paths (never null): dvc.yaml names them as the prepare stage's
+    # dependencies, so that DVC sees a table change even when no parameter does.
     source: Literal["imdb", "table"] = Field(
         "imdb", description="the IMDB archive fetch brings, or a table of your own (CSV, JSON Lines or Parquet)")
-    path: Optional[str] = Field(None, min_length=1,
-                                description="with table: the labeled table (relative: from the project root)")
+    path: str = Field(IMDB_ARCHIVE, min_length=1,
+                      description="the IMDB archive, or your labeled table (relative: from the project root)")
     text_columns: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=lambda: ["text"], min_length=1,
         description="with table: the column(s) holding the text, joined with a space in this order",
@@ -75,21 +80,35 @@ class DataParams(_Group):
                               description="with table: the column holding the class (strings or integers)")
     id_column: Optional[str] = Field(None, min_length=1,
                                      description="with table: a column of unique ids (null: rows are row-1, row-2, ...)")
-    unlabeled_path: Optional[str] = Field(
-        None, min_length=1, description="with table: a table of unlabeled texts for the transfer set "
-                                        "(null: the labeled table's rows left after the labeled and test samples)")
-    test_path: Optional[str] = Field(
-        None, min_length=1, description="with table: a labeled test table (null: a sample held out of the table)")
+    unlabeled_path: str = Field(
+        IMDB_ARCHIVE, min_length=1,
+        description="where the transfer set's texts come from; the same as path: its rows left after the labeled "
+                    "and test samples (IMDB: the rest of the train half, and train/unsup)")
+    test_path: str = Field(
+        IMDB_ARCHIVE, min_length=1,
+        description="the labeled test table; the same as path: a sample held out of it (IMDB: its test half)")
 
     @model_validator(mode="after")
     def _source_matches_keys(self):
-        if self.source == "table" and self.path is None:
-            raise ValueError("'data.source: table' needs 'data.path', the labeled table")
         if self.source == "imdb":
-            given = [k for k in ("path", "id_column", "unlabeled_path", "test_path") if getattr(self, k) is not None]
-            if given:
-                raise ValueError(f"'data.{given[0]}' is for 'data.source: table'; the IMDB archive has its own splits")
+            if self.id_column is not None:
+                raise ValueError("'data.id_column' is for 'data.source: table'; IMDB reviews have their own ids")
+            for key in ("unlabeled_path", "test_path"):
+                if getattr(self, key) != self.path:
+                    raise ValueError(f"'data.{key}' must be the same as 'data.path' ({self.path}) with "
+                                     "'data.source: imdb': the archive holds every split")
+        else:
+            for key in ("path", "unlabeled_path", "test_path"):
+                if getattr(self, key) == IMDB_ARCHIVE:
+                    raise ValueError(f"'data.{key}' is still the IMDB archive ({IMDB_ARCHIVE}); with 'data.source: "
+                                     "table' name your table (for unlabeled_path and test_path: the same as "
+                                     "'data.path' to sample them from it)")
         return self
+
+    def separate(self, which: str) -> Optional[str]:
+        """The unlabeled or test table's path where it is a table of its own; None where it is data.path."""
+        path = {"unlabeled": self.unlabeled_path, "test": self.test_path}[which]
+        return None if path == self.path else path
 
 
 class SplitParams(_Group):

@@ -14,7 +14,7 @@ import numpy as np
 
 from bert2lr.errors import UserError
 from bert2lr.files import file_digest, read_json
-from bert2lr.lineage import FORMAT as LINEAGE_FORMAT
+from bert2lr.lineage import FORMATS as LINEAGE_FORMATS
 from bert2lr.lineage import LINEAGE_FILE
 from bert2lr.linear import MODEL_FILE, LinearTextModel, sigmoid
 
@@ -51,14 +51,13 @@ _OBJECT = (lambda v: isinstance(v, dict), "an object")
 # Every field that serving, predict and audit read, so that none of them meets a wrong type later;
 # "*" stands for each key of an object.
 _LINEAGE_FIELDS = {
-    "format": (lambda v: v == LINEAGE_FORMAT, repr(LINEAGE_FORMAT)),
+    "format": (lambda v: v in LINEAGE_FORMATS, " or ".join(map(repr, LINEAGE_FORMATS))),
     "created": _TEXT,
     "model.file": _TEXT, "model.sha256": _SHA256, "model.n_features": _COUNT,
     "gate.passed": (lambda v: type(v) is bool, "true or false"),
     "gate.baseline_accuracy": _NUMBER, "gate.margin": _NUMBER,
     "metrics.accuracy": _NUMBER, "metrics.test_full_accuracy": _NUMBER,
     "metrics.n_test": _COUNT, "metrics.n_test_full": _COUNT, "metrics.*": _NUMBER,
-    "archive.path": _TEXT, "archive.sha256": _SHA256,
     "splits": _OBJECT, "splits.*.path": _TEXT, "splits.*.sha256": _SHA256, "splits.*.n_reviews": _COUNT,
     "teacher.base_model": _TEXT, "teacher.params": _OBJECT,
     "teacher.weights.path": _TEXT, "teacher.weights.sha256": _SHA256,
@@ -68,6 +67,12 @@ _LINEAGE_FIELDS = {
     "git.dirty": (lambda v: v is None or type(v) is bool, "true, false or null"),
     "versions": _OBJECT, "versions.*": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "reviews": _OBJECT, "reviews.*": (_strings, "a list of strings"),
+}
+# Where the data came from: /1 (IMDB only) named the archive; /2 names the source and its files by role.
+_DATA_FIELDS = {
+    "bert2lr-lineage/1": {"archive.path": _TEXT, "archive.sha256": _SHA256},
+    "bert2lr-lineage/2": {"data.source": _TEXT, "data.files": _OBJECT, "data.files.*.path": _TEXT,
+                          "data.files.*.sha256": _SHA256},
 }
 _MISSING = object()
 
@@ -88,7 +93,8 @@ def check_lineage(record: Path, lineage) -> dict:
     """The record, once each field bert2lr reads has the expected type; else a UserError naming the field."""
     if not isinstance(lineage, dict):
         raise UserError(f"{record}: not a bert2lr lineage record (expected a JSON object)")
-    for pattern, (valid, expected) in _LINEAGE_FIELDS.items():
+    fields = {**_LINEAGE_FIELDS, **_DATA_FIELDS.get(lineage.get("format"), {})}
+    for pattern, (valid, expected) in fields.items():
         for name, value, container in _fields(lineage, pattern.split(".")):
             if value is _MISSING:
                 raise UserError(f"{record}: {name} is missing; expected {container or expected}")

@@ -26,8 +26,8 @@ def lineage_metrics(metrics: dict, source: Path) -> tuple[dict, dict]:
         raise UserError(f"{source}: no {exc} in the student's metrics; run `dvc repro evaluate`") from None
 
 
-def assemble(candidate: Path, student_metrics: Path, archive: Path, splits: dict[str, Path], teacher: Path,
-             teacher_logits: Path, out_dir: Path, p: StudentParams, tables: dict[str, Path] | None = None) -> dict:
+def assemble(candidate: Path, student_metrics: Path, data_source: str, data_files: dict[str, Path],
+             splits: dict[str, Path], teacher: Path, teacher_logits: Path, out_dir: Path, p: StudentParams) -> dict:
     """Write out_dir/model.npz (the candidate's file, byte for byte) and out_dir/lineage.json; both or neither."""
     model_file = Path(candidate) / MODEL_FILE
     model = LinearTextModel.load(model_file)
@@ -38,10 +38,10 @@ def assemble(candidate: Path, student_metrics: Path, archive: Path, splits: dict
         raise UserError(f"{student_metrics} scores another model (sha256 {str(scored.get('model_sha256'))[:12]}...) "
                         f"than {model_file} ({actual[:12]}...); its gate is not this model's: run `dvc repro evaluate`")
     record = lineage.build(
-        archive=archive, splits=splits, teacher=teacher, teacher_logits=teacher_logits,
+        data_source=data_source, data_files=data_files, splits=splits, teacher=teacher, teacher_logits=teacher_logits,
         student_params=p.model_dump(), metrics=metrics, gate=gate,
         reviews={name: [r["id"] for r in read_reviews(splits[name])] for name in ("labeled", "unlabeled")},
-        classes=model.classes, tables=tables,
+        classes=model.classes,
     )
     with atomic_path(out_dir, directory=True) as tmp:
         shutil.copyfile(model_file, tmp / MODEL_FILE)

@@ -173,35 +173,39 @@ def sample_splits(folders: dict[str, list[dict]], p: SplitParams) -> dict[str, l
     }
 
 
-def table_spec(data: DataParams, which: str = "labeled") -> TableSpec | None:
-    """The TableSpec of the labeled, unlabeled or test table of data.source table; None where there is none."""
-    path = {"labeled": data.path, "unlabeled": data.unlabeled_path, "test": data.test_path}[which]
-    if data.source != "table" or path is None:
-        return None
+def table_spec(path: Path, data: DataParams, labeled: bool = True) -> TableSpec:
+    """How to read one of data.source table's files: the labeled (or test) table, or an unlabeled one."""
     return TableSpec(path=Path(path), text_columns=tuple(data.text_columns),
-                     label_column=None if which == "unlabeled" else data.label_column, id_column=data.id_column)
+                     label_column=data.label_column if labeled else None, id_column=data.id_column)
 
 
-def table_splits(data: DataParams, p: SplitParams) -> tuple[dict[str, list[dict]], tuple[str, ...]]:
-    """The splits and class names of a table (with its optional unlabeled and test tables)."""
-    records, classes = read_table(table_spec(data))
-    test_spec, unlabeled_spec = table_spec(data, "test"), table_spec(data, "unlabeled")
+def table_splits(table: Path, unlabeled_table: Path | None, test_table: Path | None, data: DataParams,
+                 p: SplitParams) -> tuple[dict[str, list[dict]], tuple[str, ...]]:
+    """The splits and class names of a table; unlabeled_table and test_table, where given, are
+    tables of their own, else those splits are sampled from `table`."""
+    records, classes = read_table(table_spec(table, data))
     # The test table's labels are mapped onto the labeled table's classes; a class it alone has is an error.
-    test = read_table(test_spec, classes)[0] if test_spec else None
-    unlabeled = read_table(unlabeled_spec)[0] if unlabeled_spec else None
+    test = read_table(table_spec(test_table, data), classes)[0] if test_table else None
+    unlabeled = read_table(table_spec(unlabeled_table, data, labeled=False))[0] if unlabeled_table else None
     splits = split_table(records, p.n_labeled, p.n_unlabeled, p.n_test, p.seed,
                          test_records=test, unlabeled_records=unlabeled)
     return splits, classes
 
 
-def prepare(archive: Path, out_dir: Path, p: SplitParams, data: DataParams | None = None) -> dict[str, int]:
+def prepare(data_path: Path, out_dir: Path, p: SplitParams, data: DataParams | None = None,
+            unlabeled_path: Path | None = None, test_path: Path | None = None) -> dict[str, int]:
     """Write labeled, unlabeled, test (the sample) and test_full (the whole test half) as JSON Lines,
-    and classes.json. data.source imdb (the default) reads the archive; table reads data.path."""
+    and classes.json. data.source imdb (the default) reads data_path as the IMDB archive; table reads
+    it as a table, with unlabeled_path and test_path as tables of their own where given (else those
+    splits are sampled from data_path too)."""
     data = data or DataParams()
     if data.source == "table":
-        splits, classes = table_splits(data, p)
+        splits, classes = table_splits(Path(data_path), unlabeled_path, test_path, data, p)
     else:
-        folders = read_archive(archive, with_unsup=p.unlabeled_pool == "train+unsup")
+        if unlabeled_path is not None or test_path is not None:
+            raise UserError(f"{unlabeled_path or test_path}: the IMDB archive {data_path} holds every split; "
+                            "expected data.unlabeled_path and data.test_path to be data.path")
+        folders = read_archive(Path(data_path), with_unsup=p.unlabeled_pool == "train+unsup")
         splits, classes = sample_splits(folders, p), CLASS_NAMES
     for name, reviews in splits.items():
         if not reviews:

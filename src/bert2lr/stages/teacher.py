@@ -22,8 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from bert2lr.bert import collate, device, encode, load_classifier, predict_logits, seed_everything
 from bert2lr.classes import CLASS_NAMES
-from bert2lr.files import atomic_path, write_json
-from bert2lr.lineage import TEACHER_CARD
+from bert2lr.files import TEACHER_CARD, atomic_path, write_json
 from bert2lr.params import TeacherParams
 
 log = logging.getLogger(__name__)
