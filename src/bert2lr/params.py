@@ -127,7 +127,16 @@ class BaselineParams(_Group):
     max_iter: int = Field(1000, ge=1, le=100_000, description="iteration limit of its LogisticRegression")
 
 
+SCORE_KINDS = ("logits", "probabilities", "label_confidence")
+# The keys that only a source other than fine_tune reads: the fine-tuned teacher's card leaves them
+# out, so that its folder (and everything computed from it) stays byte for byte what it was.
+SOURCE_KEYS = ("source", "scores_path", "scores_id_column", "scores_columns", "scores_kind")
+
+
 class TeacherParams(_Group):
+    source: Literal["fine_tune", "classifier", "scores"] = Field(
+        "fine_tune", description="fine-tune teacher.model on the labeled split; use teacher.model as an already "
+                                 "fine-tuned classifier; or read precomputed scores from teacher.scores_path")
     model: str = Field(EMBEDDED_TEACHER, min_length=1,
                        description="the embedded default, a local folder, or a hub name in the local cache")
     max_length: int = Field(256, ge=8, le=8192,
@@ -143,6 +152,38 @@ class TeacherParams(_Group):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the classifier head and the batch order")
     n_heldout: int = Field(0, ge=0, le=1_000_000,
                            description="labeled reviews kept out of fine-tuning to chart its accuracy per epoch")
+    # Always a path, never null: dvc.yaml names it as the teacher stage's dependency, so that DVC sees
+    # the scores change in place; unused (and the IMDB archive by default) unless source is scores.
+    scores_path: str = Field(IMDB_ARCHIVE, min_length=1,
+                             description="with scores: the table of precomputed teacher scores (CSV, JSON Lines "
+                                         "or Parquet)")
+    scores_id_column: Optional[str] = Field(
+        None, min_length=1, description="with scores: the column of review ids (null: the ids data.id_column gives, "
+                                        "row-1, row-2, ... when that is null too)")
+    scores_columns: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="with scores: class name -> its column (label_confidence: `label` and `confidence` -> columns)")
+    scores_kind: Literal[SCORE_KINDS] = Field(
+        "logits", description="with scores: logits, probabilities (become log-probabilities), or an LLM's label "
+                              "and its confidence (p(label) = confidence, the rest shared equally)")
+
+    @model_validator(mode="after")
+    def _scores_keys_fit(self):
+        if self.source != "scores":
+            if self.scores_id_column is not None:
+                raise ValueError("'teacher.scores_id_column' is for 'teacher.source: scores'; other teachers read "
+                                 "the reviews themselves")
+            return self
+        if self.scores_path == IMDB_ARCHIVE:
+            raise ValueError(f"'teacher.scores_path' is still the IMDB archive ({IMDB_ARCHIVE}); with "
+                             "'teacher.source: scores' name your table of teacher scores")
+        if not self.scores_columns:
+            raise ValueError("'teacher.scores_columns' is empty; with 'teacher.source: scores' map each class "
+                             "name to its column")
+        if self.scores_kind == "label_confidence" and set(self.scores_columns) != {"label", "confidence"}:
+            raise ValueError(f"'teacher.scores_columns' names {', '.join(map(repr, self.scores_columns))}; with "
+                             "'teacher.scores_kind: label_confidence' expected exactly 'label' and 'confidence'")
+        return self
 
     @model_validator(mode="after")
     def _head_fits(self):
@@ -267,6 +308,9 @@ def _allowed(tp, metadata=()) -> str:
         return "null or " + _allowed(inner, metadata)
     if origin is list:
         return "list of " + _allowed(typing.get_args(tp)[0]).replace("an integer", "integers", 1)
+    if origin is dict:
+        key, value = typing.get_args(tp)
+        return f"mapping of {_allowed(key)} to {_allowed(value)}".replace("a string", "strings")
     kind = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[tp]
     bounds = _bounds(metadata)
     return f"{kind} {bounds}" if bounds else kind
@@ -304,6 +348,8 @@ def _explain(error: dict) -> str:
         where = f" in '{_key(loc[:-1])}'" if kind == "invalid_key" and len(loc) > 1 else ""
         return f"unknown {what} {name}{where} (expected one of: {', '.join(owner.model_fields)})"
     if kind in ("model_type", "dict_type"):
+        if kind == "dict_type" and info is not None and _model(info.annotation) is None:  # a mapping parameter
+            return f"'{key}' must be a mapping of names to columns, got {_show(value)}"
         if isinstance(loc[-1], int):  # an entry of fetch.sources
             return f"'{key}' must be a path or URL, or a mapping with 'source' and 'hash', got {_show(value)}"
         return f"'{key}' must be a mapping of keys, got {_show(value)}"
@@ -442,6 +488,8 @@ def _default(value) -> str:
         return ", ".join(_default(v) for v in value) if value else "[]"
     if isinstance(value, FetchSource):
         return f"`{value.source}`" + (f" ({value.hash[:value.hash.index(':') + 13]}…)" if value.hash else "")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
     if value is None:
         return "null"
     if isinstance(value, bool):
