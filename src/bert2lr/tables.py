@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
@@ -342,3 +343,66 @@ def split_table(records: list[dict], n_labeled: int, n_unlabeled: int, n_test: i
                             "unlabeled table")
     unlabeled = [{"id": r["id"], "text": r["text"]} for r in pool[:n_unlabeled]]
     return {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full}
+
+
+# --- numeric columns (precomputed teacher scores) ------------------------------------------------
+
+
+class _Columns(typing.NamedTuple):
+    """What a row reader needs of a spec: the columns to read."""
+
+    columns: tuple[str, ...]
+
+
+def _number(path: Path, where: str, column: str, value) -> float:
+    """A finite number: an int or float (JSON, Parquet), or a CSV field that parses as one."""
+    if isinstance(value, str) and value.strip():
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    else:  # bool is an int subclass: true is no score
+        number = float(value) if type(value) in (int, float) or isinstance(value, np.floating) else None
+    if number is None:
+        shown = "empty" if value is None or (isinstance(value, str) and not value.strip()) else f"holds {value!r}"
+        raise UserError(f"{path}: {where}: column {column!r} is {shown}; expected a number")
+    if not np.isfinite(number):
+        raise UserError(f"{path}: {where}: column {column!r} holds {value!r}; expected a finite number")
+    return number
+
+
+def read_columns(path: Path | str, columns: Sequence[str], id_column: str | None = None,
+                 numeric: Sequence[str] = ()) -> tuple[list[str], dict[str, list]]:
+    """(ids, {column: values}) of a table's rows, as read_table reads tables (the same formats, ids and
+    errors); the `numeric` columns as finite floats, the others as given (strings and integers).
+
+    Ids: the id column's (a string or an integer, each once), or row-1, row-2, ... without one.
+    """
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: unknown table format {path.suffix or '(no extension)'!r}; "
+                        f"expected a file ending in {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise UserError(f"{path}: table not found")
+    wanted = tuple(dict.fromkeys([*columns, *([id_column] if id_column else [])]))
+    ids: list[str] = []
+    values: dict[str, list] = {c: [] for c in columns}
+    first_row: dict[str, str] = {}
+    for where, row in _READERS[fmt](path, _Columns(wanted)):
+        if id_column is None:
+            record_id = f"row-{len(ids) + 1}"
+        else:
+            record_id = _key(path, where, id_column, row[id_column], "an id")
+            if record_id in first_row:
+                raise UserError(f"{path}: {where}: id {record_id!r} in column {id_column!r} is also on "
+                                f"{first_row[record_id]}; expected each id once")
+            first_row[record_id] = where
+        ids.append(record_id)
+        for column in columns:
+            value = row[column]
+            values[column].append(_number(path, where, column, value) if column in numeric
+                                  else _key(path, where, column, value, "a value"))
+    if not ids:
+        raise UserError(f"{path}: the table has no rows")
+    return ids, values
