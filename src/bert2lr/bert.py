@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
+from bert2lr.files import TEACHER_CARD, read_json
 from bert2lr.params import EMBEDDED_TEACHER, TeacherParams
 
 try:  # transformers 5 validates config.json fields and raises this for a mistyped one
@@ -62,6 +63,26 @@ def resolve_model(name: str) -> str:
             "model in the local Hugging Face cache; bert2lr never downloads at run time"
         ) from None
     return name
+
+
+def model_folder(name: str) -> Path:
+    """The folder holding teacher.model's files: a local folder, or a cached hub model's snapshot."""
+    source = resolve_model(name)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, local_files_only=True))
+
+
+def class_columns(model_dir: Path) -> list[int] | None:
+    """The teacher's output column of each class of classes.json, where its card records them (a
+    classifier given as teacher.model, whose id2label may list the classes in another order)."""
+    card = Path(model_dir) / TEACHER_CARD
+    if not card.is_file():
+        return None
+    columns = read_json(card, "teacher card").get("columns")
+    return None if columns is None else [int(c) for c in columns]
 
 
 def load_classifier(name: str, new_head: bool = False, classes: tuple[str, ...] = CLASS_NAMES):

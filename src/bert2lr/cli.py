@@ -79,15 +79,24 @@ def baseline(labeled: In, out: Out, params: ParamsFile = PARAMS, classes: Classe
 def teacher(labeled: In, out: Out,
             training: Annotated[Path, typer.Option(help="folder for dvclive's record of the fine-tuning")],
             params: ParamsFile = PARAMS, classes: Classes = None) -> None:
-    """Fine-tune the BERT teacher on the labeled split."""
-    p = load_params(params).teacher
-    check_teacher_length(p, source=str(params))
+    """Fine-tune the BERT teacher on the labeled split (teacher.source fine_tune); or check and record
+    an already fine-tuned classifier (classifier) or a table of precomputed scores (scores)."""
+    everything = load_params(params)
+    p = everything.teacher
+    if p.source != "scores":  # scores have no model to read the reviews
+        check_teacher_length(p, source=str(params))
     from bert2lr.files import read_reviews
-    from bert2lr.stages.teacher import train_teacher
+    from bert2lr.stages.teacher import check_classifier, record_scores, train_teacher
 
     names = _classes(classes)
-    reviews = read_reviews(labeled, need_labels=True, n_classes=len(names))
-    train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, training, p, names)
+    if p.source == "classifier":
+        check_classifier(out, training, p, names)
+    elif p.source == "scores":
+        # null: the ids data.id_column gives, so that the scores may be columns of the data table itself
+        record_scores(out, training, p, names, p.scores_id_column or everything.data.id_column)
+    else:
+        reviews = read_reviews(labeled, need_labels=True, n_classes=len(names))
+        train_teacher([r["text"] for r in reviews], [r["label"] for r in reviews], out, training, p, names)
 
 
 @app.command()

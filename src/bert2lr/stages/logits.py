@@ -1,4 +1,9 @@
-"""Stage: the teacher's raw logits on one split of reviews, cached with the review ids."""
+"""Stage: the teacher's raw logits on one split of reviews, cached with the review ids.
+
+The teacher folder says which teacher it is (its card, see stages/teacher.py): a classifier is run
+on the reviews, its columns put in classes.json's order where its card records another order; a
+teacher of precomputed scores is looked up by review id.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,29 @@ import logging
 import time
 from pathlib import Path
 
-from bert2lr.bert import device, load_fine_tuned, predict_logits
-from bert2lr.files import read_reviews, write_json, write_logits
+import numpy as np
+
+from bert2lr.bert import class_columns, device, load_fine_tuned, predict_logits
+from bert2lr.errors import UserError
+from bert2lr.files import TEACHER_CARD, read_json, read_logits, read_reviews, write_json, write_logits
 from bert2lr.params import LogitsParams, TeacherParams
 
 log = logging.getLogger(__name__)
+
+
+def looked_up_logits(model_dir: Path, card: dict, ids: list[str]) -> np.ndarray:
+    """The precomputed scores' logits of these review ids, row for row."""
+    scores = card["scores"]
+    with np.load(Path(model_dir) / scores["file"], allow_pickle=False) as npz:
+        score_ids = npz["ids"].tolist()
+    logits = read_logits(Path(model_dir) / scores["file"], n_classes=len(card["classes"]))
+    row = {record_id: i for i, record_id in enumerate(score_ids)}
+    missing = [record_id for record_id in ids if record_id not in row]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"{scores['path']}: no score for review id {missing[0]!r}{more}; expected a row for every "
+                        "review of the splits (teacher.scores_id_column names the id column)")
+    return logits[[row[record_id] for record_id in ids]]
 
 
 def teacher_logits(model_dir: Path, reviews_path: Path, out: Path, info_out: Path,
@@ -20,13 +43,27 @@ def teacher_logits(model_dir: Path, reviews_path: Path, out: Path, info_out: Pat
     The rate lives apart from the logits: a wall-clock number inside a cached output would
     change its hash on every rerun, and with it dvc.lock and everything that reads it.
     """
-    tokenizer, model = load_fine_tuned(model_dir, quantize=p.quantize)
+    card_path = Path(model_dir) / TEACHER_CARD
+    card = read_json(card_path, "teacher card") if card_path.is_file() else {}
     reviews = read_reviews(reviews_path)
+    ids = [r["id"] for r in reviews]
+    if card.get("source") == "scores":
+        started = time.perf_counter()
+        write_logits(out, ids, looked_up_logits(model_dir, card, ids))
+        info = {"n": len(reviews), "source": "scores", "seconds": round(time.perf_counter() - started, 1),
+                "reviews_per_s": None, "quantized": False, "device": None}
+        log.info("logits: %s: %d reviews looked up in %s", reviews_path, len(reviews), card["scores"]["path"])
+        write_json(info_out, info)
+        return info
+    tokenizer, model = load_fine_tuned(model_dir, quantize=p.quantize)
     started = time.perf_counter()
     logits = predict_logits(tokenizer, model, [r["text"] for r in reviews], teacher, p.batch_size,
                             Path(reviews_path).stem)
     seconds = time.perf_counter() - started
-    write_logits(out, [r["id"] for r in reviews], logits)
+    columns = class_columns(model_dir)
+    if columns is not None:  # a classifier given with its classes in another order than classes.json's
+        logits = logits[:, columns]
+    write_logits(out, ids, logits)
     info = {"n": len(reviews), "seconds": round(seconds, 1), "reviews_per_s": round(len(reviews) / seconds, 2),
             "quantized": p.quantize, "device": str(device())}
     log.info("logits: %s: %d reviews in %.0f s (%.1f/s)", reviews_path, len(reviews), seconds, len(reviews) / seconds)

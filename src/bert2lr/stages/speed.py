@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert2lr.files import read_reviews, write_json
+from bert2lr.files import TEACHER_CARD, read_json, read_reviews, write_json
 from bert2lr.params import TeacherParams
 
 
@@ -46,12 +46,15 @@ def _measure_teacher(teacher: str, texts: list[str], p: TeacherParams, batch_siz
     os.environ["TQDM_DISABLE"] = "1"  # a bar per single-review call would only be noise
     import torch
 
-    from bert2lr.bert import load_fine_tuned, predict_logits
+    from bert2lr.bert import class_columns, load_fine_tuned, predict_logits
 
     tokenizer, model = load_fine_tuned(Path(teacher))
+    # A classifier given as teacher.model may order its outputs otherwise than classes.json, which the
+    # student's predictions follow: compare class for class.
+    columns = class_columns(Path(teacher)) or list(range(model.config.num_labels))
 
     def batch(xs):
-        return predict_logits(tokenizer, model, xs, p, batch_size, "teacher").argmax(axis=1)
+        return predict_logits(tokenizer, model, xs, p, batch_size, "teacher")[:, columns].argmax(axis=1)
 
     result = _rate_and_latency(batch, lambda x: batch([x]), texts, n_latency, min_seconds=0.0)
     result["threads"] = torch.get_num_threads()
@@ -81,10 +84,27 @@ def _size_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in files) / 1e6, 3)
 
 
+def _student_only(teacher: Path, student: Path, texts: list[str], out: Path) -> dict:
+    """Precomputed scores: no teacher model to time, so its numbers (and the ratios) are null, not made up."""
+    s = _in_fresh_process(_measure_student, str(student), texts, len(texts))
+    s.pop("predictions")
+    from bert2lr.linear import MODEL_FILE
+
+    s["size_mb"] = _size_mb(Path(student) / MODEL_FILE)
+    result = {"n_reviews": len(texts), "cpu": platform.processor() or platform.machine(),
+              "teacher": None, "teacher_source": "scores", "student": s,
+              "throughput_ratio": None, "latency_ratio_p50": None, "agreement": None}
+    write_json(out, result)
+    return result
+
+
 def benchmark(teacher: Path, student: Path, test: Path, out: Path, p: TeacherParams,
               batch_size: int = 64, n_latency_teacher: int = 100) -> dict:
     """Throughput, single-review latency, size and peak memory of both; write them to `out`."""
     texts = [r["text"] for r in read_reviews(test)]
+    card_path = Path(teacher) / TEACHER_CARD
+    if card_path.is_file() and read_json(card_path, "teacher card").get("source") == "scores":
+        return _student_only(teacher, student, texts, out)
     t = _in_fresh_process(_measure_teacher, str(teacher), texts, p, batch_size, n_latency_teacher)
     s = _in_fresh_process(_measure_student, str(student), texts, len(texts))
     agreement = float(np.mean(np.array(t.pop("predictions")) == np.array(s.pop("predictions"))))
