@@ -54,13 +54,29 @@ def teacher_weights(teacher: Path) -> Path:
     return weights[0] if len(weights) == 1 else Path(teacher)
 
 
+def teacher_section(teacher: Path, card: dict) -> dict:
+    """Which teacher it was (teacher.source) and its hashes: a model's weights and files (a classifier
+    given: also its source folder's files), or the precomputed scores' file (no weights)."""
+    source = card.get("source", "fine_tune")  # cards from before teacher.source: fine-tuned
+    section = {"source": source, "path": str(teacher),
+               # Every file the logits depend on: tokenizer and config as well as weights, or the scores.
+               "files": sha256_manifest(teacher), "params": card["params"]}
+    if source == "scores":
+        return {**section, "scores": {"path": card["scores"]["path"], "sha256": card["scores"]["sha256"]}}
+    weights = teacher_weights(teacher)
+    section = {"base_model": card["base_model"], **section,
+               "weights": {"path": str(weights), "sha256": sha256_tree(weights)}}
+    if source == "classifier":
+        section["source_files"] = card["source_files"]
+    return section
+
+
 def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path], teacher: Path,
           teacher_logits: Path, student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]],
           classes: tuple[str, ...] | None = None) -> dict:
     """The record. data_files: the files the splits were drawn from by role ("labeled", "unlabeled",
     "test"; for IMDB the archive in each). classes: the student's class names by label id."""
     card = read_json(Path(teacher) / TEACHER_CARD, "teacher training card")
-    weights = teacher_weights(teacher)
     digests = {str(path): file_digest(path) for path in set(data_files.values())}  # the archive once, not thrice
     return {
         "format": FORMAT,
@@ -70,11 +86,7 @@ def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path]
         **({"classes": list(classes)} if classes is not None else {}),
         "splits": {name: {"path": str(path), "sha256": file_digest(path), "n_reviews": count_lines(path)}
                    for name, path in splits.items()},
-        "teacher": {"base_model": card["base_model"], "path": str(teacher),
-                    "weights": {"path": str(weights), "sha256": sha256_tree(weights)},
-                    # Every file the teacher's predictions depend on: tokenizer and config as well as weights.
-                    "files": sha256_manifest(teacher),
-                    "params": card["params"]},
+        "teacher": teacher_section(Path(teacher), card),
         "teacher_logits": {"path": str(teacher_logits), "sha256": file_digest(teacher_logits)},
         "student": {"params": student_params},
         "git": _git(),

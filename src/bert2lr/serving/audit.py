@@ -23,7 +23,7 @@ def describe(lineage: dict) -> str:
         lines.append(f"split          {name:<10} {split['n_reviews']:>6} reviews  {split['path']}  "
                      f"sha256 {split['sha256']}")
     lines += [
-        f"teacher        {teacher['base_model']} fine-tuned; weights sha256 {teacher['weights']['sha256']}",
+        _teacher_line(teacher),
         "               " + ", ".join(f"{k}={v}" for k, v in teacher["params"].items() if k != "model"),
         f"teacher logits {lineage['teacher_logits']['path']}  sha256 {lineage['teacher_logits']['sha256']}",
         "student params " + ", ".join(f"{k}={v}" for k, v in lineage["student"]["params"].items()),
@@ -34,6 +34,15 @@ def describe(lineage: dict) -> str:
         "versions       " + ", ".join(f"{k} {v}" for k, v in lineage["versions"].items()),
     ]
     return "\n".join(lines)
+
+
+def _teacher_line(teacher: dict) -> str:
+    """Which teacher it was, by teacher.source, with its hash."""
+    source = teacher.get("source", "fine_tune")
+    if source == "scores":
+        return f"teacher        precomputed scores {teacher['scores']['path']}  sha256 {teacher['scores']['sha256']}"
+    how = "fine-tuned" if source == "fine_tune" else "(a classifier given, not fine-tuned here)"
+    return f"teacher        {teacher['base_model']} {how}; weights sha256 {teacher['weights']['sha256']}"
 
 
 def project_root(student: Path) -> Path | None:
@@ -57,7 +66,12 @@ def _file_check(what: str, path: Path, expected: str) -> tuple[bool, str, str]:
 
 
 def _teacher_check(root: Path, teacher: dict) -> tuple[bool, str, str]:
-    """Every file of the teacher folder against the record's manifest (older records: the weights only)."""
+    """Every file of the teacher folder against the record's manifest (older records: the weights only);
+    for precomputed scores also the scores file the teacher folder was made from."""
+    if teacher.get("source") == "scores":
+        ok, _, detail = _file_check("teacher", root / teacher["scores"]["path"], teacher["scores"]["sha256"])
+        if not ok:
+            return False, "teacher", f"scores {detail}"
     if "files" not in teacher:
         weights = root / teacher["weights"]["path"]
         if not weights.exists():

@@ -59,8 +59,7 @@ _LINEAGE_FIELDS = {
     "metrics.accuracy": _NUMBER, "metrics.test_full_accuracy": _NUMBER,
     "metrics.n_test": _COUNT, "metrics.n_test_full": _COUNT, "metrics.*": _NUMBER,
     "splits": _OBJECT, "splits.*.path": _TEXT, "splits.*.sha256": _SHA256, "splits.*.n_reviews": _COUNT,
-    "teacher.base_model": _TEXT, "teacher.params": _OBJECT,
-    "teacher.weights.path": _TEXT, "teacher.weights.sha256": _SHA256,
+    "teacher.params": _OBJECT,
     "teacher_logits.path": _TEXT, "teacher_logits.sha256": _SHA256,
     "student.params": _OBJECT,
     "git.commit": (lambda v: v is None or isinstance(v, str), "a string or null"),
@@ -74,6 +73,16 @@ _DATA_FIELDS = {
     "bert2lr-lineage/2": {"data.source": _TEXT, "data.files": _OBJECT, "data.files.*.path": _TEXT,
                           "data.files.*.sha256": _SHA256},
 }
+# Which teacher it was: a model (fine-tuned here, or a classifier given, with its source's files) has
+# weights; precomputed scores have their file. Records without teacher.source (/1, early /2): fine_tune.
+_MODEL_TEACHER = {"teacher.base_model": _TEXT, "teacher.weights.path": _TEXT, "teacher.weights.sha256": _SHA256}
+_TEACHER_FIELDS = {
+    "fine_tune": _MODEL_TEACHER,
+    "classifier": {**_MODEL_TEACHER, "teacher.source_files": _OBJECT, "teacher.source_files.*": _SHA256},
+    "scores": {"teacher.scores.path": _TEXT, "teacher.scores.sha256": _SHA256,
+               "teacher.files": _OBJECT, "teacher.files.*": _SHA256},
+}
+_TEACHER_SOURCE = (lambda v: isinstance(v, str) and v in _TEACHER_FIELDS, " or ".join(map(repr, _TEACHER_FIELDS)))
 _MISSING = object()
 
 
@@ -93,7 +102,11 @@ def check_lineage(record: Path, lineage) -> dict:
     """The record, once each field bert2lr reads has the expected type; else a UserError naming the field."""
     if not isinstance(lineage, dict):
         raise UserError(f"{record}: not a bert2lr lineage record (expected a JSON object)")
-    fields = {**_LINEAGE_FIELDS, **_DATA_FIELDS.get(lineage.get("format"), {})}
+    teacher = lineage.get("teacher")
+    source = teacher.get("source", "fine_tune") if isinstance(teacher, dict) else "fine_tune"
+    fields = {**_LINEAGE_FIELDS, **_DATA_FIELDS.get(lineage.get("format"), {}),
+              **({"teacher.source": _TEACHER_SOURCE} if isinstance(teacher, dict) and "source" in teacher else {}),
+              **(_TEACHER_FIELDS.get(source, {}) if isinstance(source, str) else {})}
     for pattern, (valid, expected) in fields.items():
         for name, value, container in _fields(lineage, pattern.split(".")):
             if value is _MISSING:
