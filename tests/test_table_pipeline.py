@@ -49,6 +49,7 @@ def table_project(tmp_path_factory, archive, tiny_bert):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"].update({"source": "table", "path": str(root / "news.csv"), "text_columns": ["title", "body"],
                            "label_column": "label"})
+    params["teacher"]["scores_path"] = str(root / "news.csv")  # unused by fine_tune, but a DVC dependency
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
     params["curve"]["sizes"] = [10, 20]
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")

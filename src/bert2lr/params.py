@@ -256,6 +256,17 @@ class Params(_Group):
         return self
 
 
+    @model_validator(mode="after")
+    def _scores_path_exists_for_dvc(self):
+        # dvc.yaml names teacher.scores_path as the teacher stage's dependency, and DVC refuses to run a
+        # stage whose dependency is missing: with a table, fetch brings no archive to stand in for it.
+        if self.data.source == "table" and self.teacher.scores_path == IMDB_ARCHIVE:
+            raise ValueError(f"'teacher.scores_path' is still the IMDB archive ({IMDB_ARCHIVE}), which "
+                             "'data.source: table' does not fetch and the teacher stage depends on; name your "
+                             "scores table, or the same as 'data.path' (unused unless 'teacher.source: scores')")
+        return self
+
+
 # --- pydantic's findings as one line -------------------------------------------------------------
 
 def _show(value) -> str:
