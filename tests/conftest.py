@@ -74,8 +74,12 @@ def make_archive(path: Path, n_train: int = 40, n_test: int = 20, n_unsup: int =
     return path
 
 
-def make_tiny_bert(path: Path) -> Path:
-    """A randomly initialised 2-layer BERT of a few hundred kilobytes, with its own vocabulary."""
+def make_tiny_bert(path: Path, id2label: list[str] | None = None) -> Path:
+    """A randomly initialised 2-layer BERT of a few hundred kilobytes, with its own vocabulary.
+
+    id2label: make it a complete classifier of these classes, in this output order (a stand-in for
+    one fine-tuned elsewhere); else a two-output model whose head the teacher stage replaces.
+    """
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
@@ -85,6 +89,10 @@ def make_tiny_bert(path: Path) -> Path:
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    if id2label is not None:
+        config.num_labels = len(id2label)
+        config.id2label = dict(enumerate(id2label))
+        config.label2id = {name: i for i, name in enumerate(id2label)}
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -93,6 +101,16 @@ def make_tiny_bert(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+# A classifier of the three classes of the table tests, with its outputs in another order than the
+# sorted one classes.json lists them in.
+CLASSIFIER_ORDER = ["tech", "monde", "sport"]
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-classifier", id2label=CLASSIFIER_ORDER)
 
 
 @pytest.fixture(scope="session")
