@@ -48,7 +48,8 @@ def table_project(tmp_path_factory, archive, tiny_bert):
     project = make_project(root / "project", archive, tiny_bert)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"].update({"source": "table", "path": str(root / "news.csv"), "text_columns": ["title", "body"],
-                           "label_column": "label"})
+                           "label_column": "label", "unlabeled_path": str(root / "news.csv"),
+                           "test_path": str(root / "news.csv")})
     params["teacher"]["scores_path"] = str(root / "news.csv")  # unused by fine_tune, but a DVC dependency
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
     params["curve"]["sizes"] = [10, 20]
