@@ -50,7 +50,6 @@ def table_project(tmp_path_factory, archive, tiny_bert):
     params["data"].update({"source": "table", "path": str(root / "news.csv"), "text_columns": ["title", "body"],
                            "label_column": "label", "unlabeled_path": str(root / "news.csv"),
                            "test_path": str(root / "news.csv")})
-    params["teacher"]["scores_path"] = str(root / "news.csv")  # unused by fine_tune, but a DVC dependency
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
     params["curve"]["sizes"] = [10, 20]
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
@@ -95,7 +94,9 @@ def test_reports_are_per_class_with_a_three_by_three_confusion(table_project):
     assert "tech" in output and "monde" in output  # evaluate prints the per-class reports
     lineage = json.loads((project / "models/student/lineage.json").read_text())
     assert lineage["classes"] == CLASSES
-    assert set(lineage["tables"]) == {"labeled"} and len(lineage["tables"]["labeled"]["sha256"]) == 64
+    files = lineage["data"]["files"]
+    assert lineage["data"]["source"] == "table" and set(files) == {"labeled", "unlabeled", "test"}
+    assert len({f["sha256"] for f in files.values()}) == 1 and len(files["labeled"]["sha256"]) == 64
 
 
 def test_predict_returns_every_class_probability(table_project):

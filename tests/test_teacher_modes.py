@@ -179,16 +179,13 @@ def test_an_id_without_a_score_names_the_id_and_the_file(tmp_path):
 
 @pytest.mark.parametrize("teacher, message", [
     ({"source": "scores", "scores_columns": PROBABILITY_COLUMNS},
-     "params.yaml: 'teacher.scores_path' is still the IMDB archive (data/raw/aclImdb_v1.tar.gz); with "
+     "params.yaml: 'teacher.scores_path' is still data/splits/classes.json, its stand-in; with "
      "'teacher.source: scores' name your table of teacher scores"),
     ({"source": "scores", "scores_path": "s.csv"},
      "params.yaml: 'teacher.scores_columns' is empty; with 'teacher.source: scores' map each class name to its column"),
     ({"source": "scores", "scores_path": "s.csv", "scores_kind": "label_confidence", "scores_columns": {"label": "a"}},
      "params.yaml: 'teacher.scores_columns' names 'label'; with 'teacher.scores_kind: label_confidence' expected "
      "exactly 'label' and 'confidence'"),
-    ({"data": {"source": "table", "path": "t.csv", "unlabeled_path": "t.csv", "test_path": "t.csv"}},
-     "params.yaml: 'teacher.scores_path' is still the IMDB archive (data/raw/aclImdb_v1.tar.gz), which "
-     "'data.source: table' does not fetch"),
     ({"scores_id_column": "id"}, "params.yaml: 'teacher.scores_id_column' is for 'teacher.source: scores'"),
     ({"scores_columns": ["a"]}, "params.yaml: 'teacher.scores_columns' must be a mapping of names to columns"),
     ({"source": "llm"}, "params.yaml: 'teacher.source' must be 'fine_tune', 'classifier' or 'scores', got 'llm'"),
@@ -213,7 +210,7 @@ def table_project(root: Path, archive, tiny_bert, teacher: dict) -> Path:
                            "label_column": "label"})
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
     params["curve"]["sizes"] = [10, 20]
-    params["teacher"].update({"scores_path": str(root / "news.csv"), **teacher})
+    params["teacher"].update(teacher)
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     run("git", "add", "-A", cwd=project)
     run("git", "commit", "-qm", "the teacher given", cwd=project)

@@ -63,6 +63,7 @@ class FetchParams(_Group):
 
 
 IMDB_ARCHIVE = "data/raw/aclImdb_v1.tar.gz"  # where the fetch stage puts the archive
+NO_SCORES = "data/splits/classes.json"  # teacher.scores_path's stand-in when the teacher is not a scores table
 
 
 class DataParams(_Group):
@@ -153,8 +154,9 @@ class TeacherParams(_Group):
     n_heldout: int = Field(0, ge=0, le=1_000_000,
                            description="labeled reviews kept out of fine-tuning to chart its accuracy per epoch")
     # Always a path, never null: dvc.yaml names it as the teacher stage's dependency, so that DVC sees
-    # the scores change in place; unused (and the IMDB archive by default) unless source is scores.
-    scores_path: str = Field(IMDB_ARCHIVE, min_length=1,
+    # the scores change in place. Unless source is scores it is unused, and its default is a file the
+    # teacher stage depends on anyway in every mode (classes.json), so no one has to set it.
+    scores_path: str = Field(NO_SCORES, min_length=1,
                              description="with scores: the table of precomputed teacher scores (CSV, JSON Lines "
                                          "or Parquet)")
     scores_id_column: Optional[str] = Field(
@@ -174,8 +176,8 @@ class TeacherParams(_Group):
                 raise ValueError("'teacher.scores_id_column' is for 'teacher.source: scores'; other teachers read "
                                  "the reviews themselves")
             return self
-        if self.scores_path == IMDB_ARCHIVE:
-            raise ValueError(f"'teacher.scores_path' is still the IMDB archive ({IMDB_ARCHIVE}); with "
+        if self.scores_path == NO_SCORES:
+            raise ValueError(f"'teacher.scores_path' is still {NO_SCORES}, its stand-in; with "
                              "'teacher.source: scores' name your table of teacher scores")
         if not self.scores_columns:
             raise ValueError("'teacher.scores_columns' is empty; with 'teacher.source: scores' map each class "
@@ -253,17 +255,6 @@ class Params(_Group):
             raise ValueError(
                 f"'teacher.n_heldout' ({self.teacher.n_heldout}) must leave the teacher some of the "
                 f"'split.n_labeled' ({self.split.n_labeled}) reviews to learn from")
-        return self
-
-
-    @model_validator(mode="after")
-    def _scores_path_exists_for_dvc(self):
-        # dvc.yaml names teacher.scores_path as the teacher stage's dependency, and DVC refuses to run a
-        # stage whose dependency is missing: with a table, fetch brings no archive to stand in for it.
-        if self.data.source == "table" and self.teacher.scores_path == IMDB_ARCHIVE:
-            raise ValueError(f"'teacher.scores_path' is still the IMDB archive ({IMDB_ARCHIVE}), which "
-                             "'data.source: table' does not fetch and the teacher stage depends on; name your "
-                             "scores table, or the same as 'data.path' (unused unless 'teacher.source: scores')")
         return self
 
 
