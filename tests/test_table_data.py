@@ -131,3 +131,95 @@ def test_ag_news_params_are_valid_and_prepare_splits_the_file(tmp_path):
     counts = prepare(table, tmp_path / "splits", p.split, p.data)
     assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (1000, 5600, 1000)
     assert read_classes(tmp_path / "splits/classes.json") == ("1", "2", "3", "4")
+
+
+# --- `bert2lr prepare` on a bad table: exit 2, one line naming the file and what is wrong, no splits --------
+
+
+def _csv(path, rows_, columns=("key", "title", "body", "y")):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows_)
+    return path
+
+
+def _parquet(path, rows_):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.Table.from_pylist(rows_), path)
+    return path
+
+
+def _bad_table(tmp_path, case) -> tuple[dict, dict, list[str]]:
+    """(data params, the table files by CLI option, the fragments the error names) for one case."""
+    train = tmp_path / "train.csv"
+    data = {"text_columns": ["title", "body"], "label_column": "y", "id_column": "key"}
+    files = {"data": train}
+    if case == "missing text column":
+        _csv(train, rows(12))
+        data["text_columns"] = ["title", "résumé"]
+        fragments = ["train.csv: no column 'résumé'; the file has 'key', 'title', 'body', 'y'"]
+    elif case == "missing label column":
+        _csv(train, rows(12))
+        data["label_column"] = "topic"
+        fragments = ["train.csv: no column 'topic'"]
+    elif case == "one class":
+        _csv(train, rows(12, labels=("seul",)))
+        fragments = ["train.csv: column 'y' holds one class ('seul'); expected two or more"]
+    elif case == "empty text":
+        table = rows(12)
+        table[4].update(title=" ", body="")
+        _csv(train, table)
+        fragments = ["train.csv: row 5 (line 6): empty text in 'title' and 'body'"]
+    elif case == "test label never seen in training":
+        _csv(train, rows(12))
+        files["test_data"] = _csv(tmp_path / "test.csv", rows(6, start=50, labels=("a", "zèbre")))
+        fragments = ["test.csv: row 2 (line 3): label 'zèbre' in column 'y' is not one of the classes 'a', 'b', 'c'"]
+    elif case == ".csv that is Parquet":
+        _parquet(train, rows(12))
+        fragments = ["train.csv: not a", "CSV text file"]
+    elif case == ".parquet that is CSV":
+        files["data"] = train = _csv(tmp_path / "train.parquet", rows(12))
+        fragments = ["train.parquet: not a readable Parquet file"]
+    elif case == ".jsonl with a non-object line":
+        files["data"] = train = write_jsonl(tmp_path / "train.jsonl", [*rows(3), ["title", "body"], *rows(9)])
+        fragments = ["train.jsonl: line 4: a JSON array, not an object; expected one object a line"]
+    elif case == "duplicate id":
+        table = rows(12)
+        table[7]["key"] = "k2"
+        _csv(train, table)
+        fragments = ["train.csv: row 8 (line 9): id 'k2' in column 'key' is also on row 3 (line 4)"]
+    elif case == "empty id":
+        table = rows(12)
+        table[3]["key"] = ""
+        _csv(train, table)
+        fragments = ["train.csv: row 4 (line 5): column 'key' is empty; expected an id"]
+    else:
+        raise AssertionError(case)
+    return data, files, fragments
+
+
+@pytest.mark.parametrize("case", [
+    "missing text column", "missing label column", "one class", "empty text", "test label never seen in training",
+    ".csv that is Parquet", ".parquet that is CSV", ".jsonl with a non-object line", "duplicate id", "empty id",
+])
+def test_prepare_refuses_a_bad_table_in_one_line(tmp_path, params_file, case):
+    from conftest import assert_one_line_error, bert2lr
+
+    data, files, fragments = _bad_table(tmp_path, case)
+    paths = {"data": files["data"], "unlabeled_data": files.get("unlabeled_data", files["data"]),
+             "test_data": files.get("test_data", files["data"])}
+    params = params_file(data={"source": "table", "path": str(paths["data"]),
+                               "unlabeled_path": str(paths["unlabeled_data"]), "test_path": str(paths["test_data"]),
+                               **data},
+                         split={"n_labeled": 6, "n_unlabeled": 3, "n_test": 3})
+    out = tmp_path / "splits"
+    result = bert2lr("prepare", "--data", str(paths["data"]), "--unlabeled-data", str(paths["unlabeled_data"]),
+                     "--test-data", str(paths["test_data"]), "--out-dir", str(out), "--params", str(params),
+                     cwd=tmp_path)
+    assert_one_line_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1  # nothing but the error: no log line, no traceback
+    assert not out.exists() and not any(p.name.startswith(".splits") for p in tmp_path.iterdir())
