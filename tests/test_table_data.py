@@ -1,4 +1,5 @@
-"""The `data` parameters and prepare on a table of one's own (fast; the real repro is test_table_pipeline)."""
+"""The `data` parameters, prepare on a table of one's own, and audit of the data files (fast; the real
+repro: test_table_pipeline and test_table_tracking)."""
 
 from __future__ import annotations
 
@@ -223,3 +224,81 @@ def test_prepare_refuses_a_bad_table_in_one_line(tmp_path, params_file, case):
     assert_one_line_error(result, *fragments)
     assert len(result.stderr.strip().splitlines()) == 1  # nothing but the error: no log line, no traceback
     assert not out.exists() and not any(p.name.startswith(".splits") for p in tmp_path.iterdir())
+
+
+# --- `bert2lr audit` on the data a record names (the real repro: test_table_tracking) -------------------------
+
+
+def _student_with(student_dir, tmp_path, change) -> Path:
+    """A copy of the session's student (outside any DVC project) with its lineage record changed."""
+    import shutil
+
+    student = shutil.copytree(student_dir, tmp_path / "student")
+    record = json.loads((student / "lineage.json").read_text())
+    change(record)
+    (student / "lineage.json").chmod(0o644)
+    (student / "lineage.json").write_text(json.dumps(record))
+    return student
+
+
+def _verified(student, cwd) -> tuple[dict[str, tuple[str, str]], object]:
+    from conftest import bert2lr
+
+    result = bert2lr("audit", "--verify", str(student), cwd=cwd)
+    assert "Traceback" not in result.stderr
+    return {line[9:26].strip(): (line[:9].strip(), line[26:]) for line in result.stdout.splitlines()}, result
+
+
+def test_audit_still_reads_a_version_1_record_by_its_archive(student_dir, tmp_path, archive):
+    from conftest import bert2lr
+
+    from bert2lr.files import file_digest
+
+    def to_version_1(record):
+        record["format"] = "bert2lr-lineage/1"
+        record["archive"] = record.pop("data")["files"]["labeled"]
+        del record["classes"]
+
+    student = _student_with(student_dir, tmp_path, to_version_1)
+    digest = file_digest(archive)
+    shown = bert2lr("audit", str(student), cwd=tmp_path)
+    assert shown.returncode == 0 and f"archive        {archive}  sha256 {digest}" in shown.stdout
+    assert "classes" not in shown.stdout and "source" not in shown.stdout
+    lines, result = _verified(student, tmp_path)
+    assert lines["archive"] == ("ok", f"{archive}  sha256 {digest[:16]}…")
+    assert not any(what.startswith("data") for what in lines)
+    assert result.returncode == 1 and lines["dvc project"][0] == "MISMATCH"  # outside a project, as ever
+
+
+def test_audit_names_each_data_file_by_role_and_says_which_it_cannot_reach(student_dir, tmp_path, archive):
+    from conftest import bert2lr
+
+    from bert2lr.files import file_digest
+
+    digest = file_digest(archive)
+    shown = bert2lr("audit", str(student_dir), cwd=tmp_path).stdout
+    assert "data           source imdb" in shown and "classes        neg, pos" in shown
+    assert f"labeled, unlabeled, test {archive}  sha256 {digest}" in shown  # one file, three roles, one line
+    lines, result = _verified(student_dir, tmp_path)
+    assert lines["data"] == ("ok", f"labeled, unlabeled, test: {archive}  sha256 {digest[:16]}…")
+
+    def move_away(record):
+        files = record["data"]["files"]
+        files["labeled"]["path"] = "tables/gone.csv"  # relative: read from the project root (here: none, the cwd)
+        files["test"]["path"] = str(tmp_path)  # a folder
+
+    student = _student_with(student_dir, tmp_path, move_away)
+    lines, result = _verified(student, tmp_path)
+    cannot = f"so its content cannot be checked against the record's sha256 {digest[:16]}…"
+    assert lines["data labeled"] == ("MISMATCH", f"{tmp_path / 'tables/gone.csv'} is not reachable here "
+                                                 f"(no such file), {cannot}")
+    assert lines["data unlabeled"] == ("ok", f"{archive}  sha256 {digest[:16]}…")
+    assert lines["data test"] == ("MISMATCH", f"{tmp_path} is not readable (Is a directory), {cannot}")
+    assert result.returncode == 1
+    assert "verification failed for: data labeled, data test, dvc project" in result.stderr
+
+    nothing = _student_with(student_dir, tmp_path / "empty", lambda record: record["data"].update(files={}))
+    lines, result = _verified(nothing, tmp_path)
+    assert lines["data"] == ("MISMATCH", "the record names no data file, so what the student learned from cannot "
+                                         "be checked")
+    assert "no data file recorded" in bert2lr("audit", str(nothing), cwd=tmp_path).stdout
