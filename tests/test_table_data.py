@@ -174,7 +174,8 @@ def _bad_table(tmp_path, case) -> tuple[dict, dict, list[str]]:
         table = rows(12)
         table[4].update(title=" ", body="")
         _csv(train, table)
-        fragments = ["train.csv: row 5 (line 6): empty text in 'title' and 'body'"]
+        fragments = ["train.csv: row 5 (line 6): empty text in 'title' and 'body'; expected text in every row "
+                     "(fill it in or remove the row)"]
     elif case == "test label never seen in training":
         _csv(train, rows(12))
         files["test_data"] = _csv(tmp_path / "test.csv", rows(6, start=50, labels=("a", "zèbre")))
