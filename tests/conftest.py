@@ -182,6 +182,71 @@ def params_file(tmp_path, tiny_bert, archive):
     return write
 
 
+# Tables of one's own: three string classes (sorted, as prepare orders string labels: label ids 0, 1, 2),
+# a title and a body, non-ASCII text; the labeled and test tables are CSV, the unlabeled one JSON Lines.
+TABLE_CLASSES = ["monde", "sport", "tech"]
+TABLE_WORDS = {"monde": ["élection", "président", "frontière", "北京", "diplomatie"],
+               "sport": ["match", "but", "équipe", "coupe", "stade"],
+               "tech": ["logiciel", "puce", "réseau", "données", "東京"]}
+TABLE_FILLER = ["le", "la", "un", "et", "du", "à", "après", "selon", "nouveau"]
+# Relative to the project root, as a user names a table in params.yaml.
+TABLES = {"labeled": "tables/news.csv", "unlabeled": "tables/more.jsonl", "test": "tables/test.csv"}
+TABLE_SIZES = {"labeled": 45, "unlabeled": 36, "test": 24}
+
+
+def news_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = TABLE_CLASSES[i % 3]
+        title = " ".join(rng.choices(TABLE_WORDS[label], k=2) + rng.choices(TABLE_FILLER, k=2))
+        body = " ".join(rng.choices(TABLE_FILLER, k=5) + rng.choices(TABLE_WORDS[label], k=3)) + ", «fin»"
+        rows.append({"label": label, "title": title, "body": body})
+    return rows
+
+
+def make_tables(root: Path) -> dict[str, Path]:
+    """TABLES under root: the labeled and test CSV files (label, title, body), the unlabeled JSON Lines
+    (title, body: no label)."""
+    import csv
+    import json
+
+    paths = {role: root / name for role, name in TABLES.items()}
+    paths["labeled"].parent.mkdir(parents=True, exist_ok=True)
+    for role, seed in (("labeled", 0), ("test", 1)):
+        with open(paths[role], "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ["label", "title", "body"])
+            writer.writeheader()
+            writer.writerows(news_rows(TABLE_SIZES[role], seed))
+    paths["unlabeled"].write_text("".join(json.dumps({"title": r["title"], "body": r["body"]}, ensure_ascii=False)
+                                          + "\n" for r in news_rows(TABLE_SIZES["unlabeled"], 2)), encoding="utf-8")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def table_project(tmp_path_factory, tiny_bert):
+    """The pipeline after one `dvc repro` on tables of one's own (TABLES, committed with the project),
+    with fetch.sources pointing nowhere: a table needs no IMDB archive. (project, the repro's output).
+
+    Read only, as `reproduced`: a test that changes it works on its own copy (dvc_project.copy_project).
+    """
+    from dvc_project import commit, make_project, run
+
+    root = tmp_path_factory.mktemp("table")
+    project = make_project(root / "project", root / "nowhere" / "aclImdb_v1.tar.gz", tiny_bert)
+    make_tables(project)
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["data"].update({"source": "table", "path": TABLES["labeled"], "unlabeled_path": TABLES["unlabeled"],
+                           "test_path": TABLES["test"], "text_columns": ["title", "body"], "label_column": "label"})
+    params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
+    params["curve"]["sizes"] = [10, 20]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    commit(project, "my own tables")
+    first = run("dvc", "repro", cwd=project)
+    commit(project, "first run")
+    return project, first.stdout
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory, archive, tiny_bert):
     """This project's pipeline after one full `dvc repro` on tiny data: (project, the repro's output).

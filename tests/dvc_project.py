@@ -66,12 +66,17 @@ def make_project(path: Path, archive: Path, tiny_bert: Path) -> Path:
     return path
 
 
+def commit(project: Path, message: str) -> None:
+    """Everything in the workspace, committed to git (what dvc.yaml's stages wrote: dvc.lock, .gitignore)."""
+    run("git", "add", "-A", cwd=project)
+    run("git", "commit", "-qm", message, cwd=project)
+
+
 def reproduce(path: Path, archive: Path, tiny_bert: Path) -> tuple[Path, str]:
     """make_project, then a full `dvc repro`, committed; returns the project and the repro's output."""
     make_project(path, archive, tiny_bert)
     first = run("dvc", "repro", cwd=path)
-    run("git", "add", "-A", cwd=path)
-    run("git", "commit", "-qm", "first run", cwd=path)
+    commit(path, "first run")
     return path, first.stdout
 
 

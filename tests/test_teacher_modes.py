@@ -2,7 +2,7 @@
 
 Unit tests run the stage functions on real files (the tiny random BERT made a three-class classifier,
 scores tables in CSV and JSON Lines); the slow ones run the real `dvc repro` on the three-class table
-of test_table_pipeline (string labels, two text columns, non-ASCII text).
+of conftest.make_tables (string labels, two text columns, non-ASCII text).
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ import pytest
 import yaml
 from conftest import CLASSIFIER_ORDER, assert_one_line_error, bert2lr
 from dvc_project import changed, ran, run
-from test_table_pipeline import CLASSES, make_table
+from conftest import TABLE_CLASSES as CLASSES
+from conftest import news_rows
+
+
+def make_table(path: Path, n: int = 90) -> None:
+    """A three-class CSV (label, title, body; non-ASCII), as conftest's tables."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["label", "title", "body"])
+        writer.writeheader()
+        writer.writerows(news_rows(n, 0))
 
 from bert2lr.errors import UserError
 from bert2lr.files import read_logits, write_reviews
@@ -199,7 +208,7 @@ def test_bad_teacher_source_parameters_are_one_line(teacher, message):
 # --- the real pipeline -----------------------------------------------------------------------------
 
 
-def table_project(root: Path, archive, tiny_bert, teacher: dict) -> Path:
+def scores_or_classifier_project(root: Path, archive, tiny_bert, teacher: dict) -> Path:
     from dvc_project import make_project
 
     make_table(root / "news.csv")
@@ -244,7 +253,7 @@ def check_end_to_end(project: Path, output: str) -> dict:
 
 @pytest.mark.slow
 def test_a_classifier_folder_runs_end_to_end(tmp_path, archive, tiny_bert, tiny_classifier):
-    project = table_project(tmp_path, archive, tiny_bert, {"source": "classifier", "model": str(tiny_classifier),
+    project = scores_or_classifier_project(tmp_path, archive, tiny_bert, {"source": "classifier", "model": str(tiny_classifier),
                                                            "truncation": "head"})
     lineage = check_end_to_end(project, run("dvc", "repro", cwd=project).stdout)
     teacher = lineage["teacher"]
@@ -266,7 +275,7 @@ def test_a_scores_file_runs_end_to_end_and_its_change_reruns_the_teacher(tmp_pat
         p[CLASSES.index(row["label"])] += 0.6
         probabilities.append([f"{x:.4f}" for x in p])
     scores = write_csv(tmp_path / "scores.csv", ["p_monde", "p_sport", "p_tech"], probabilities)
-    project = table_project(tmp_path, archive, tiny_bert, {
+    project = scores_or_classifier_project(tmp_path, archive, tiny_bert, {
         "source": "scores", "scores_path": str(scores), "scores_columns": PROBABILITY_COLUMNS,
         "scores_kind": "probabilities"})
     lineage = check_end_to_end(project, run("dvc", "repro", cwd=project).stdout)

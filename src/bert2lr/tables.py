@@ -5,7 +5,7 @@ bert2lr.files.write_reviews) and its class names: the distinct labels, sorted (n
 every label is an integer), as strings; a record's label is an index into them. Rows without an
 id column are named "row-<n>", n counting data rows from 1, so that lineage names every row.
 
-Groundwork: nothing in the pipeline calls this module yet.
+The prepare stage reads data.source table's files with it (stages/prepare.py table_splits).
 """
 
 from __future__ import annotations
@@ -247,8 +247,9 @@ def read_table(spec: TableSpec, class_names: Sequence[str] | None = None) -> tup
         text = " ".join(part for part in (_text(path, where, c, row[c]) for c in spec.text_columns) if part)
         if not text and not spec.allow_empty_text:
             columns = " and ".join(repr(c) for c in spec.text_columns)
-            raise UserError(f"{path}: {where}: empty text in {columns}; expected text "
-                            "(or allow empty texts)")
+            # No hint at TableSpec.allow_empty_text: the pipeline's data parameters do not offer it.
+            raise UserError(f"{path}: {where}: empty text in {columns}; expected text in every row "
+                            "(fill it in or remove the row)")
         if spec.id_column is None:
             record_id = f"row-{len(records) + 1}"
         else:

@@ -17,7 +17,7 @@ def describe(lineage: dict) -> str:
         f"student        {lineage['model']['file']}  sha256 {lineage['model']['sha256']}",
         f"               {lineage['model']['n_features']:,} n-gram features; made {lineage['created']}",
         f"code           git {git['commit'] or 'unknown'}{' (dirty tree)' if git['dirty'] else ''}",
-        f"archive        {lineage['archive']['path']}  sha256 {lineage['archive']['sha256']}",
+        *_describe_data(lineage),
     ]
     for name, split in lineage["splits"].items():
         lines.append(f"split          {name:<10} {split['n_reviews']:>6} reviews  {split['path']}  "
@@ -45,6 +45,36 @@ def _teacher_line(teacher: dict) -> str:
     return f"teacher        {teacher['base_model']} {how}; weights sha256 {teacher['weights']['sha256']}"
 
 
+ROLES = ("labeled", "unlabeled", "test")
+
+
+def data_files(lineage: dict) -> list[tuple[tuple[str, ...], str, str]]:
+    """(roles, path, sha256) per data file the record names, in the order labeled, unlabeled, test.
+
+    /1 records name the IMDB archive ("archive" is its one role); /2 records name a file per role, and
+    roles that share a file (the archive, or a table the other splits were sampled from) share a line,
+    so a large file is hashed once.
+    """
+    if "data" not in lineage:
+        return [(("archive",), lineage["archive"]["path"], lineage["archive"]["sha256"])]
+    files = lineage["data"]["files"]
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for role in sorted(files, key=lambda r: (ROLES.index(r) if r in ROLES else len(ROLES), r)):
+        grouped.setdefault((files[role]["path"], files[role]["sha256"]), []).append(role)
+    return [(tuple(roles), path, sha256) for (path, sha256), roles in grouped.items()]
+
+
+def _describe_data(lineage: dict) -> list[str]:
+    if "data" not in lineage:  # bert2lr-lineage/1: IMDB, whose classes are neg and pos
+        return [f"archive        {lineage['archive']['path']}  sha256 {lineage['archive']['sha256']}"]
+    classes = lineage.get("classes")
+    files = [f"               {', '.join(roles):<10} {path}  sha256 {sha256}"
+             for roles, path, sha256 in data_files(lineage)]
+    return [f"data           source {lineage['data']['source']}",
+            *(files or ["               no data file recorded"]),
+            "classes        " + (", ".join(map(str, classes)) if isinstance(classes, list) else "not recorded")]
+
+
 def project_root(student: Path) -> Path | None:
     """The DVC project above a student (its dvc.lock records it), or None outside any."""
     from dvc.exceptions import NotDvcRepoError
@@ -63,6 +93,25 @@ def _file_check(what: str, path: Path, expected: str) -> tuple[bool, str, str]:
     if actual != expected:
         return False, what, f"{path}  sha256 {actual[:16]}… but the record says {expected[:16]}…"
     return True, what, f"{path}  sha256 {actual[:16]}…"
+
+
+def _data_check(base: Path, roles: tuple[str, ...], recorded: str, expected: str) -> tuple[bool, str, str]:
+    """One data file re-hashed where it can be read; where it cannot, the line says so (and fails:
+    what is not checked is not verified). A relative path is read from `base`, the project root."""
+    what = "archive" if roles == ("archive",) else f"data {roles[0]}" if len(roles) == 1 else "data"
+    named = "" if len(roles) == 1 else f"{', '.join(roles)}: "
+    path = Path(recorded) if Path(recorded).is_absolute() else base / recorded
+    cannot = f"so its content cannot be checked against the record's sha256 {expected[:16]}…"
+    if not path.exists():
+        return False, what, f"{named}{path} is not reachable here (no such file), {cannot}"
+    try:
+        actual = file_digest(path)
+    except OSError as exc:  # a folder, a file without read permission, ...
+        return False, what, f"{named}{path} is not readable ({exc.strerror or exc}), {cannot}"
+    if actual != expected:
+        return False, what, (f"{named}{path}  sha256 {actual[:16]}… but the record says {expected[:16]}… "
+                             "(changed since the student was made)")
+    return True, what, f"{named}{path}  sha256 {actual[:16]}…"
 
 
 def _teacher_check(root: Path, teacher: dict) -> tuple[bool, str, str]:
@@ -146,14 +195,17 @@ def verify(path: Path | str) -> list[tuple[bool, str, str]]:
     """(matches, what, detail) per artifact the lineage names, recomputed from the workspace.
 
     The record's paths are relative to the DVC project that made the student, found above the
-    student's own path, so the result does not depend on the current folder.
+    student's own path, so the result does not depend on the current folder (a table named by an
+    absolute path is read there). A data file that cannot be read is a failed line saying so.
     """
     model_file, record_file = student_files(path)
     lineage = read_lineage(path)
     root = project_root(model_file)
     base = root if root is not None else Path.cwd()
-    results = [_file_check("model", model_file, lineage["model"]["sha256"]),
-               _file_check("archive", base / lineage["archive"]["path"], lineage["archive"]["sha256"])]
+    results = [_file_check("model", model_file, lineage["model"]["sha256"])]
+    data = [_data_check(base, roles, recorded, sha256) for roles, recorded, sha256 in data_files(lineage)]
+    results += data or [(False, "data", "the record names no data file, so what the student learned from "
+                                        "cannot be checked")]
     for name, split in lineage["splits"].items():
         results.append(_file_check(f"split {name}", base / split["path"], split["sha256"]))
     results.append(_teacher_check(base, lineage["teacher"]))
