@@ -16,10 +16,10 @@ TINY = {
     "curve": {"sizes": [20, 40]},
 }
 
-path = sys.argv[1]
-with open(path, encoding="utf-8") as f:
-    params = yaml.safe_load(f)
-for group, values in TINY.items():
-    params[group].update(values)
-with open(path, "w", encoding="utf-8") as f:
-    yaml.safe_dump(params, f, sort_keys=False)
+for path in sys.argv[1:]:  # params.yaml, and the other data sets' params files (params/*.yaml)
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f)
+    for group, values in TINY.items():
+        params[group].update(values)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(params, f, sort_keys=False, allow_unicode=True)
