@@ -131,7 +131,7 @@ def test_ag_news_params_are_valid_and_prepare_splits_the_file(tmp_path):
     assert p.data.unlabeled_path == p.data.test_path == p.data.path  # one table, split three ways
     counts = prepare(table, tmp_path / "splits", p.split, p.data)
     assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (1000, 5600, 1000)
-    assert read_classes(tmp_path / "splits/classes.json") == ("1", "2", "3", "4")
+    assert read_classes(tmp_path / "splits/classes.json") == ("World", "Sports", "Business", "Sci/Tech")  # labels 1-4, named
 
 
 # --- `bert2lr prepare` on a bad table: exit 2, one line naming the file and what is wrong, no splits --------
@@ -303,3 +303,22 @@ def test_audit_names_each_data_file_by_role_and_says_which_it_cannot_reach(stude
     assert lines["data"] == ("MISMATCH", "the record names no data file, so what the student learned from cannot "
                                          "be checked")
     assert "no data file recorded" in bert2lr("audit", str(nothing), cwd=tmp_path).stdout
+
+
+def test_class_names_name_labels_written_as_codes(tmp_path):
+    table = tmp_path / "codes.csv"
+    table.write_text("label,text\n" + "".join(f"{1 + i % 3},texte {i} été\n" for i in range(30)), encoding="utf-8")
+    raw = {"source": "table", "path": str(table), "unlabeled_path": str(table), "test_path": str(table)}
+    data = parse_params({"data": {**raw, "class_names": {1: "monde", 2: "sport", 3: "tech"}}}).data
+    prepare(table, tmp_path / "splits", SplitParams(n_labeled=12, n_unlabeled=6, n_test=6), data)
+    assert read_classes(tmp_path / "splits/classes.json") == ("monde", "sport", "tech")
+    labeled = read_reviews(tmp_path / "splits/labeled.jsonl", need_labels=True, n_classes=3)
+    assert all(r["label"] == (int(r["id"].split("-")[1]) - 1) % 3 for r in labeled)  # row-N holds label 1 + (N-1) % 3
+    for names, message in (({1: "monde", 2: "sport"}, "data.class_names names no class '3'; expected one name for "
+                                                        "each of the labels '1', '2', '3'"),
+                           ({1: "a", 2: "b", 3: "c", 9: "d"}, "data.class_names names '9', which no row of")):
+        data = parse_params({"data": {**raw, "class_names": names}}).data
+        with pytest.raises(UserError) as info:
+            prepare(table, tmp_path / "bad", SplitParams(n_labeled=12, n_unlabeled=6, n_test=6), data)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+        assert not (tmp_path / "bad").exists()

@@ -66,6 +66,11 @@ IMDB_ARCHIVE = "data/raw/aclImdb_v1.tar.gz"  # where the fetch stage puts the ar
 NO_SCORES = "data/splits/classes.json"  # teacher.scores_path's stand-in when the teacher is not a scores table
 
 
+def _label_key(value):
+    """YAML reads `1: World` with an integer key; a label written 1 in a table is the class "1"."""
+    return str(value) if type(value) is int else value
+
+
 class DataParams(_Group):
     # The three paths are always paths (never null): dvc.yaml names them as the prepare stage's
     # dependencies, so that DVC sees a table change even when no parameter does.
@@ -81,6 +86,11 @@ class DataParams(_Group):
                               description="with table: the column holding the class (strings or integers)")
     id_column: Optional[str] = Field(None, min_length=1,
                                      description="with table: a column of unique ids (null: rows are row-1, row-2, ...)")
+    class_names: dict[Annotated[str, BeforeValidator(_label_key), Field(min_length=1)],
+                      Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict,
+        description="with table: a readable name for each label as the table writes it, e.g. {1: World} "
+                    "(empty: the labels are the names)")
     unlabeled_path: str = Field(
         IMDB_ARCHIVE, min_length=1,
         description="where the transfer set's texts come from; the same as path: its rows left after the labeled "
@@ -92,8 +102,10 @@ class DataParams(_Group):
     @model_validator(mode="after")
     def _source_matches_keys(self):
         if self.source == "imdb":
-            if self.id_column is not None:
-                raise ValueError("'data.id_column' is for 'data.source: table'; IMDB reviews have their own ids")
+            if self.id_column is not None or self.class_names:
+                key = "id_column" if self.id_column is not None else "class_names"
+                raise ValueError(f"'data.{key}' is for 'data.source: table'; IMDB reviews have their own ids and "
+                                 "classes")
             for key in ("unlabeled_path", "test_path"):
                 if getattr(self, key) != self.path:
                     raise ValueError(f"'data.{key}' must be the same as 'data.path' ({self.path}) with "
@@ -104,6 +116,8 @@ class DataParams(_Group):
                     raise ValueError(f"'data.{key}' is still the IMDB archive ({IMDB_ARCHIVE}); with 'data.source: "
                                      "table' name your table (for unlabeled_path and test_path: the same as "
                                      "'data.path' to sample them from it)")
+        if len(set(self.class_names.values())) != len(self.class_names):
+            raise ValueError("'data.class_names' gives two labels the same name; expected one name per class")
         return self
 
     def separate(self, which: str) -> Optional[str]:

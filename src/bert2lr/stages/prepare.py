@@ -189,6 +189,15 @@ def table_splits(table: Path, unlabeled_table: Path | None, test_table: Path | N
     unlabeled = read_table(table_spec(unlabeled_table, data, labeled=False))[0] if unlabeled_table else None
     splits = split_table(records, p.n_labeled, p.n_unlabeled, p.n_test, p.seed,
                          test_records=test, unlabeled_records=unlabeled)
+    if data.class_names:  # readable names for the labels; the label ids stay those of the sorted labels
+        unnamed = [label for label in classes if label not in data.class_names]
+        unknown = [label for label in data.class_names if label not in classes]
+        if unnamed or unknown:
+            what = (f"names no class {', '.join(map(repr, unnamed))}" if unnamed
+                    else f"names {', '.join(map(repr, unknown))}, which no row of {table} has as its label")
+            raise UserError(f"data.class_names {what}; expected one name for each of the labels "
+                            f"{', '.join(map(repr, classes))}")
+        classes = tuple(data.class_names[label] for label in classes)
     return splits, classes
 
 
