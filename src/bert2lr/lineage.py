@@ -58,14 +58,17 @@ def teacher_section(teacher: Path, card: dict) -> dict:
     """Which teacher it was (teacher.source) and its hashes: a model's weights and files (a classifier
     given: also its source folder's files), or the precomputed scores' file (no weights)."""
     source = card.get("source", "fine_tune")  # cards from before teacher.source: fine-tuned
+    files = sha256_manifest(teacher)
     section = {"source": source, "path": str(teacher),
                # Every file the logits depend on: tokenizer and config as well as weights, or the scores.
-               "files": sha256_manifest(teacher), "params": card["params"]}
+               "files": files, "params": card["params"]}
     if source == "scores":
         return {**section, "scores": {"path": card["scores"]["path"], "sha256": card["scores"]["sha256"]}}
     weights = teacher_weights(teacher)
+    # The weights file is in the manifest already: hashing 90 MB once is enough.
+    name = weights.relative_to(teacher).as_posix() if weights.is_file() else None
     section = {"base_model": card["base_model"], **section,
-               "weights": {"path": str(weights), "sha256": sha256_tree(weights)}}
+               "weights": {"path": str(weights), "sha256": files[name] if name in files else sha256_tree(weights)}}
     if source == "classifier":
         section["source_files"] = card["source_files"]
     return section
