@@ -14,7 +14,7 @@ from bert2lr.files import atomic_path
 # (field of metrics/learning_curve.json, legend name, colour), in legend order: the fields dvc.yaml plots.
 SERIES = (
     ("student", "student, test sample", "#0072B2"),
-    ("student_full", "student, whole test half", "#009E73"),
+    ("student_full", "student, whole test set", "#009E73"),
     ("agreement", "student agrees with teacher", "#CC79A7"),
     ("teacher", "teacher (BERT), test sample", "#D55E00"),
     ("baseline", "baseline (n-gram LR), test sample", "#666666"),
