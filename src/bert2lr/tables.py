@@ -212,6 +212,17 @@ def _key(path: Path, where: str, column: str, value, what: str) -> str:
                     f"expected {what} (a string or an integer)")
 
 
+def _format(path: Path) -> str:
+    """The format of an existing table file, by its extension."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: unknown table format {path.suffix or '(no extension)'!r}; "
+                        f"expected a file ending in {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise UserError(f"{path}: table not found")
+    return fmt
+
+
 def class_order(names) -> tuple[str, ...]:
     """Sorted class names: numerically when each is an integer (2 before 10), else as strings."""
     names = set(names)
@@ -229,12 +240,7 @@ def read_table(spec: TableSpec, class_names: Sequence[str] | None = None) -> tup
     "label" and the class names given, or none.
     """
     path = Path(spec.path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"{path}: unknown table format {path.suffix or '(no extension)'!r}; "
-                        f"expected a file ending in {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise UserError(f"{path}: table not found")
+    fmt = _format(path)
     if class_names is not None:
         class_names = tuple(class_names)
         if len(set(class_names)) != len(class_names) or not all(isinstance(c, str) and c for c in class_names):
@@ -380,12 +386,7 @@ def read_columns(path: Path | str, columns: Sequence[str], id_column: str | None
     Ids: the id column's (a string or an integer, each once), or row-1, row-2, ... without one.
     """
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"{path}: unknown table format {path.suffix or '(no extension)'!r}; "
-                        f"expected a file ending in {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise UserError(f"{path}: table not found")
+    fmt = _format(path)
     wanted = tuple(dict.fromkeys([*columns, *([id_column] if id_column else [])]))
     ids: list[str] = []
     values: dict[str, list] = {c: [] for c in columns}
