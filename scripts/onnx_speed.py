@@ -11,6 +11,13 @@ Prints JSON:
     .venv/bin/python scripts/onnx_speed.py --teacher models/teacher --reviews data/splits/test.jsonl --n 600
 
 The exported and quantised models go to --work (a temporary folder unless given).
+
+Measured on the fine-tuned MiniLM teacher, 600 test reviews, batches of 64, on a 2-core machine busy
+with two other pipelines (load 4-5.6), so the rates are low and the ratios are what counts: torch
+12.9 reviews/s; ONNX Runtime fp32 0.95x with identical labels (max |logit diff| 5.8e-6); int8
+per-tensor 1.74x at 98.17% label agreement; per-channel 1.55x at 99.33%; per-channel with the
+FFN output projections in fp32 1.33x at 99.67%; with the attention output projections in fp32 too
+1.21x at 99.33%.
 """
 
 from __future__ import annotations

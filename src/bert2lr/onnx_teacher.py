@@ -14,6 +14,7 @@ they are imported only inside the functions that need them.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 import warnings
@@ -114,7 +115,7 @@ def _module_of(node) -> str | None:
     """The torch module a node of an exported graph came from ("model.bert.encoder.layer.0.output.dense")."""
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = [s.strip(" '") for s in prop.value.strip("[]").split(",")]
+            scopes = ast.literal_eval(prop.value)  # the exporter writes the list as Python's repr
             # the last scope is the call (linear_3), the one before it the module that made it
             return scopes[-2] if len(scopes) >= 2 else None
     return None
