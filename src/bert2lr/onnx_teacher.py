@@ -30,6 +30,11 @@ from bert2lr.params import TeacherParams
 
 # The graph's only output: the classifier's logits, (batch, classes).
 OUTPUT = "logits"
+# ONNX opset 23 has an Attention operator: the exporter writes torch's scaled_dot_product_attention as
+# one node that ONNX Runtime runs as one kernel, where opset 18 spells it out in MatMul, Softmax and
+# masking nodes. Measured on the fine-tuned teacher, the same batches: 1.06x and 1.04x torch's rate
+# against 0.95x and 0.89x with the exporter's default opset (two runs, busy machine).
+OPSET = 23
 # Linear layers that int8 quantisation can leave in fp32 (`quantize(keep_fp32=...)`), by the name of
 # their torch module in a BERT-family classifier: the two projections back into the residual stream,
 # whose inputs (GELU output, attention context) have the widest ranges, which int8 activations with
@@ -97,7 +102,7 @@ def export_onnx(teacher_dir: Path, out: Path) -> Path:
             warnings.simplefilter("ignore", FutureWarning)
             program = torch.onnx.export(
                 _logits_module(model.cpu().eval()), (), kwargs=dict(example), dynamo=True, external_data=False,
-                input_names=list(example), output_names=[OUTPUT],
+                input_names=list(example), output_names=[OUTPUT], opset_version=OPSET,
                 dynamic_shapes={name: {0: batch, 1: sequence} for name in example}, verbose=False)
     finally:
         registration_log.setLevel(level)
