@@ -203,21 +203,26 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def length_sorted_batches(ids: list[list[int]], batch_size: int) -> list[np.ndarray]:
+    """Indices of the texts in each batch, longest texts first, so that a batch pads to its own
+    longest text, not to max_length (shared by the torch and ONNX Runtime back ends)."""
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    return [order[start: start + batch_size] for start in range(0, len(ids), batch_size)]
+
+
 @torch.inference_mode()
 def predict_logits(tokenizer, model, texts: list[str], p: TeacherParams, batch_size: int,
                    desc: str = "logits") -> np.ndarray:
     """Logits of shape (n, classes) in the order of `texts`.
 
-    Texts are batched by token count so that a batch pads to its own longest text, not to
-    max_length; the results are put back in the input order.
+    Texts are batched by token count (length_sorted_batches); the results are put back in the
+    input order.
     """
     ids = encode(tokenizer, texts, p)
-    order = np.argsort([-len(x) for x in ids], kind="stable")
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     dev = device()
     with tqdm(total=len(ids), desc=desc, unit=" texts") as bar:
-        for start in range(0, len(ids), batch_size):
-            index = order[start: start + batch_size]
+        for index in length_sorted_batches(ids, batch_size):
             batch = collate(tokenizer, [ids[i] for i in index], dev)
             out[index] = model(**batch).logits.float().cpu().numpy()
             bar.update(len(index))
