@@ -180,16 +180,25 @@ def sha256_manifest(folder: Path | str) -> dict[str, str]:
             for file in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
-def sha256_tree(path: Path | str) -> str:
-    """One hash over a folder's relative file names and contents (of a file: its sha256)."""
+def sha256_tree(path: Path | str, files: list[Path] | None = None) -> str:
+    """One hash over a folder's relative file names and contents (of a file: its sha256); `files`:
+    only these files of the folder (the shards a student learned from, not a stale one beside them)."""
     path = Path(path)
     if path.is_file():
         return file_digest(path)
+    manifest = sha256_manifest(path) if files is None else \
+        {Path(file).relative_to(path).as_posix(): file_digest(file) for file in sorted(files)}
     digest = hashlib.sha256()
-    for name, file_hash in sha256_manifest(path).items():
+    for name, file_hash in manifest.items():
         digest.update(name.encode() + b"\0")
         digest.update(file_hash.encode() + b"\n")
     return digest.hexdigest()
+
+
+def logits_digest(path: Path | str, n_reviews: int) -> str:
+    """The sha256 of a logits file, or of the shards of a folder of logits that hold the first n_reviews rows."""
+    path = Path(path)
+    return sha256_tree(path, logits_shards(path, n_reviews) if path.is_dir() else None)
 
 
 def write_reviews(path: Path | str, reviews: Iterable[dict]) -> int:
@@ -202,12 +211,44 @@ def write_reviews(path: Path | str, reviews: Iterable[dict]) -> int:
     return n
 
 
+def shard_name(shard: int, suffix: str) -> str:
+    """A shard's file name in its folder: 0.jsonl, 1.jsonl, ... (the logits@k stage's k)."""
+    return f"{shard}{suffix}"
+
+
+def review_shards(folder: Path | str) -> list[Path]:
+    """The shard files of a split written as a folder, in shard order: 0.jsonl, 1.jsonl, ... with no gap
+    and nothing else (prepare writes the folder whole)."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    expected = sorted(shard_name(k, ".jsonl") for k in range(len(names)))
+    if not names or names != expected:
+        raise UserError(f"{folder}: holds {', '.join(names[:5]) or 'nothing'}{' ...' if len(names) > 5 else ''}; "
+                        "expected the shards 0.jsonl, 1.jsonl, ... that `dvc repro prepare` writes")
+    return [folder / shard_name(k, ".jsonl") for k in range(len(names))]
+
+
 def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2) -> list[dict]:
-    """Read a split; an empty split or a malformed line is a UserError naming the line.
+    """Read a split, a JSON Lines file or a folder of shards (0.jsonl, 1.jsonl, ...) read in shard order;
+    an empty split, a malformed line or an id twice is a UserError naming the file and line.
 
     need_labels: every review must have a label, a class index 0 .. n_classes - 1.
     """
     path = Path(path)
+    if path.is_dir():
+        reviews, where = [], {}
+        for shard in review_shards(path):
+            for lineno, review in enumerate(_read_review_file(shard, need_labels, n_classes), 1):
+                if review["id"] in where:
+                    raise UserError(f"{shard}:{lineno}: id {review['id']!r} already at {where[review['id']]}; "
+                                    "expected each review once")
+                where[review["id"]] = f"{shard}:{lineno}"
+                reviews.append(review)
+        return reviews
+    return _read_review_file(path, need_labels, n_classes)
+
+
+def _read_review_file(path: Path, need_labels: bool, n_classes: int) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: split not found (run `dvc repro prepare`)")
     reviews = []
@@ -242,7 +283,9 @@ def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2
 
 def write_logits(path: Path | str, ids: list[str], logits: np.ndarray) -> None:
     """Cache logits, one row of K >= 2 class logits per review, with the ids of their reviews, row for row."""
-    logits = np.asarray(logits, dtype=np.float32)
+    # C order: columns picked out of a classifier's (a view in Fortran order) would save to other
+    # bytes for the same values, and DVC would rerun everything downstream for nothing.
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
     if logits.ndim != 2 or logits.shape[0] != len(ids) or logits.shape[1] < 2:
         raise ValueError(f"logits of shape {logits.shape} for {len(ids)} review ids; "
                          f"expected ({len(ids)}, K) with K >= 2 classes")
@@ -251,14 +294,51 @@ def write_logits(path: Path | str, ids: list[str], logits: np.ndarray) -> None:
         np.savez(f, ids=np.array(ids, dtype=str), logits=logits)
 
 
+def logits_shards(folder: Path | str, n_reviews: int) -> list[Path]:
+    """The shard files 0.npz, 1.npz, ... of a folder of logits that hold the first n_reviews rows.
+
+    Shards past them are left alone: a shard of a once larger transfer set stays in the workspace
+    until DVC's garbage collection, and is not part of this one.
+    """
+    folder, shards, rows = Path(folder), [], 0
+    while rows < n_reviews:
+        shard = folder / shard_name(len(shards), ".npz")
+        if not shard.is_file():
+            raise UserError(f"{shard}: teacher logits not found; expected {n_reviews} rows in {folder}'s shards "
+                            f"and found {rows} (run `dvc repro logits@{len(shards)}`)")
+        with np.load(shard, allow_pickle=False) as npz:
+            rows += len(npz["ids"]) if "ids" in npz.files else 0
+        shards.append(shard)
+    return shards
+
+
 def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int | None = None) -> np.ndarray:
     """Read cached logits, an (n, K) float array; if `ids` is given, check they are the cached reviews, in order;
-    if `n_classes` is, that K is it.
+    if `n_classes` is, that K is it. A folder of shards (0.npz, 1.npz, ...) is read in shard order, as
+    many shards as hold the ids (all of them without ids).
 
     Anything else (a truncated or foreign file, pickled objects, another shape, NaN or inf) is a
     UserError: the student would otherwise fit to it silently.
     """
     path = Path(path)
+    if path.is_dir():
+        shards = logits_shards(path, len(ids)) if ids is not None else \
+            [path / shard_name(k, ".npz") for k in range(len(list(path.glob("*.npz"))))]
+        parts = [_read_logits_file(shard, n_classes) for shard in shards]
+        cached_ids = [i for shard_ids, _ in parts for i in shard_ids.tolist()]
+        logits = np.concatenate([shard_logits for _, shard_logits in parts]) if parts else \
+            np.zeros((0, n_classes or 2), dtype=np.float32)
+        if ids is not None and cached_ids != list(ids):
+            raise UserError(f"{path}: the review ids of its shards do not match the split; rerun `dvc repro logits`")
+        return logits
+    cached_ids, logits = _read_logits_file(path, n_classes)
+    if ids is not None and (len(ids) != len(cached_ids) or any(a != b for a, b in zip(ids, cached_ids))):
+        raise UserError(f"{path}: its review ids do not match the split; rerun `dvc repro logits`")
+    return logits
+
+
+def _read_logits_file(path: Path, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, logits) of one logits file, checked."""
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -286,6 +366,4 @@ def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int |
     if not finite.all():
         row = int(np.argmin(finite))
         raise UserError(f"{path}: row {row} ({cached_ids[row]}) holds {logits[row].tolist()}; expected finite logits")
-    if ids is not None and (len(ids) != len(cached_ids) or any(a != b for a, b in zip(ids, cached_ids))):
-        raise UserError(f"{path}: its review ids do not match the split; rerun `dvc repro logits`")
-    return logits
+    return cached_ids, logits

@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from bert2lr.files import TEACHER_CARD, file_digest, read_json, sha256_manifest, sha256_tree
+from bert2lr.files import TEACHER_CARD, file_digest, logits_digest, read_json, sha256_manifest, sha256_tree
 
 LINEAGE_FILE = "lineage.json"
 # /2: "data" (the source and its files by role) in place of /1's "archive"; /1 records stay readable.
@@ -44,6 +44,9 @@ def _versions() -> dict:
 
 
 def count_lines(path: Path) -> int:
+    """Lines of a JSON Lines file, or of all the files of a folder of shards."""
+    if Path(path).is_dir():
+        return sum(count_lines(file) for file in Path(path).iterdir())
     with open(path, "rb") as f:
         return sum(1 for _ in f)
 
@@ -87,10 +90,12 @@ def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path]
         "data": {"source": data_source,
                  "files": {role: {"path": str(path), "sha256": digests[str(path)]} for role, path in data_files.items()}},
         **({"classes": list(classes)} if classes is not None else {}),
-        "splits": {name: {"path": str(path), "sha256": file_digest(path), "n_reviews": count_lines(path)}
+        # A split written in shards (the transfer set) is a folder: one hash over its files.
+        "splits": {name: {"path": str(path), "sha256": sha256_tree(path), "n_reviews": count_lines(path)}
                    for name, path in splits.items()},
         "teacher": teacher_section(Path(teacher), card),
-        "teacher_logits": {"path": str(teacher_logits), "sha256": file_digest(teacher_logits)},
+        "teacher_logits": {"path": str(teacher_logits),
+                           "sha256": logits_digest(teacher_logits, len(reviews["unlabeled"]))},
         "student": {"params": student_params},
         "git": _git(),
         "versions": _versions(),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bert2lr.files import file_digest, sha256_manifest, sha256_tree
+from bert2lr.errors import UserError
+from bert2lr.files import file_digest, logits_digest, sha256_manifest, sha256_tree
 from bert2lr.lineage import LINEAGE_FILE
 from bert2lr.serving.deploy import read_lineage, student_files
 
@@ -86,10 +87,14 @@ def project_root(student: Path) -> Path | None:
         return None
 
 
-def _file_check(what: str, path: Path, expected: str) -> tuple[bool, str, str]:
-    if not path.is_file():
+def _file_check(what: str, path: Path, expected: str, n_reviews: int | None = None) -> tuple[bool, str, str]:
+    """A file (or a folder of shards: the transfer set, its logits) re-hashed against the record."""
+    if not path.exists():
         return False, what, f"{path} is missing"
-    actual = file_digest(path)
+    try:
+        actual = logits_digest(path, n_reviews) if n_reviews is not None else sha256_tree(path)
+    except UserError as exc:
+        return False, what, str(exc)
     if actual != expected:
         return False, what, f"{path}  sha256 {actual[:16]}… but the record says {expected[:16]}…"
     return True, what, f"{path}  sha256 {actual[:16]}…"
@@ -210,7 +215,8 @@ def verify(path: Path | str) -> list[tuple[bool, str, str]]:
         results.append(_file_check(f"split {name}", base / split["path"], split["sha256"]))
     results.append(_teacher_check(base, lineage["teacher"]))
     results.append(_file_check("teacher logits", base / lineage["teacher_logits"]["path"],
-                               lineage["teacher_logits"]["sha256"]))
+                               lineage["teacher_logits"]["sha256"],
+                               len(lineage.get("reviews", {}).get("unlabeled", []))))
     if root is None:
         results.append((False, "dvc project", f"none above {record_file.parent}: {LINEAGE_FILE} itself cannot be "
                         "checked against dvc.lock, and its paths were read from the current folder"))
