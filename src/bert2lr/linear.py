@@ -26,7 +26,7 @@ import numpy as np
 
 from bert2lr.errors import UserError
 from bert2lr.files import atomic_path
-from bert2lr.limits import MAX_NGRAM
+from bert2lr.limits import MAX_NGRAM, default_threads
 
 try:
     from bert2lr._featurize import LinearModel as CompiledScorer
@@ -165,23 +165,6 @@ class PythonScorer:
         for i, text in enumerate(lowered):
             out[i] = self._score(text)
         return out.tobytes()
-
-
-def default_threads() -> int:
-    """BERT2LR_THREADS, else the cores this process may use (all of them where that cannot be told)."""
-    setting = os.environ.get("BERT2LR_THREADS")
-    if setting:
-        try:
-            threads = int(setting)
-        except ValueError:
-            threads = 0
-        if threads < 1:
-            raise UserError(f"BERT2LR_THREADS={setting!r}: expected a whole number of threads, 1 or more")
-        return threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
 
 
 def scorer_class() -> type:

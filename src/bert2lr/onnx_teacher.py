@@ -8,8 +8,8 @@ onnxruntime.quantization. Inference encodes and batches exactly as bert.predict_
 same head+tail encoding, the same length-sorted batches, results in the input order), so the two
 back ends see the same inputs and their logits can be compared review for review.
 
-onnx, onnxscript and onnxruntime are the optional extra `onnx` (pip install 'bert2lr[onnx]'), so
-they are imported only inside the functions that need them.
+onnx, onnxscript and onnxruntime are dependencies of bert2lr (the default CPU back end); they are
+imported only inside the functions that need them, so that serving the student never loads them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from bert2lr.bert import encode, length_sorted_batches, load_classifier, one_line
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path
+from bert2lr.files import atomic_path, read_json
 from bert2lr.params import TeacherParams
 
 # The graph's only output: the classifier's logits, (batch, classes).
@@ -47,8 +47,8 @@ SENSITIVE_LAYERS = {
 
 
 def _missing_extra(exc: ImportError) -> UserError:
-    return UserError(f"the ONNX Runtime back end needs the optional packages of bert2lr[onnx] ({exc.name} is "
-                     "missing): pip install 'bert2lr[onnx]'")
+    return UserError(f"the ONNX Runtime back end needs {exc.name}, which bert2lr depends on: reinstall bert2lr "
+                     "(scripts/bootstrap), or set logits.backend: torch")
 
 
 def _logits_module(model):
@@ -170,6 +170,23 @@ def quantize(fp32: Path, out: Path, per_channel: bool = False, keep_fp32: tuple[
     return Path(out)
 
 
+# The export stage's folder: the model ONNX Runtime runs, and a record of what it is (or why there is none).
+MODEL_FILE = "model.onnx"
+EXPORT_RECORD = "export.json"
+
+
+def exported_model(onnx_dir: Path) -> Path:
+    """The model file of the export stage's folder; a folder that holds none is a UserError saying why."""
+    record_path = Path(onnx_dir) / EXPORT_RECORD
+    if not record_path.is_file():
+        raise UserError(f"{record_path}: not found; expected the export stage's record (run `dvc repro export`)")
+    record = read_json(record_path, "export record")
+    if not record.get("exported"):
+        raise UserError(f"{onnx_dir}: holds no ONNX teacher ({record.get('why', 'not exported')}); expected one "
+                        "for logits.backend onnxruntime (run `dvc repro export`)")
+    return Path(onnx_dir) / MODEL_FILE
+
+
 def load_session(path: Path, threads: int | None = None):
     """An ONNX Runtime session on CPU for an exported teacher; a missing, damaged or foreign file is a UserError.
 
@@ -181,7 +198,7 @@ def load_session(path: Path, threads: int | None = None):
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
     except ImportError as exc:
         raise _missing_extra(exc) from None
-    from bert2lr.linear import default_threads
+    from bert2lr.limits import default_threads
 
     path = Path(path)
     if not path.is_file():

@@ -1,4 +1,5 @@
-"""Stage: the teacher's raw logits on one split of reviews, cached with the review ids.
+"""Stage: the teacher's raw logits on one split of reviews (the test sample, or one shard of the
+transfer set), cached with the review ids.
 
 The teacher folder says which teacher it is (its card, see stages/teacher.py): a classifier is run
 on the reviews, its columns put in classes.json's order where its card records another order; a
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bert2lr.bert import class_columns, device, load_fine_tuned, predict_logits
+from bert2lr.bert import class_columns, device
 from bert2lr.errors import UserError
 from bert2lr.files import TEACHER_CARD, read_json, read_logits, read_reviews, write_json, write_logits
+from bert2lr.inference import backend_in_use, launched_world, predict
+from bert2lr.onnx_teacher import agreement, exported_model
 from bert2lr.params import LogitsParams, TeacherParams
 
 log = logging.getLogger(__name__)
@@ -36,36 +39,56 @@ def looked_up_logits(model_dir: Path, card: dict, ids: list[str]) -> np.ndarray:
     return logits[[row[record_id] for record_id in ids]]
 
 
-def teacher_logits(model_dir: Path, reviews_path: Path, out: Path, info_out: Path,
-                   teacher: TeacherParams, p: LogitsParams) -> dict:
+def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Path, info_out: Path,
+                   teacher: TeacherParams, p: LogitsParams, against_torch: bool = False) -> dict | None:
     """Write `out` (ids, logits) for the reviews in reviews_path, and the inference rate to info_out.
+
+    onnx_dir: the export stage's folder, whose model ONNX Runtime runs where logits.backend is
+    onnxruntime (on a CPU). against_torch: also score the reviews in torch and record how often the
+    back end's labels agree with torch's (the test sample's stage does, on every run).
 
     The rate lives apart from the logits: a wall-clock number inside a cached output would
     change its hash on every rerun, and with it dvc.lock and everything that reads it.
+    Returns None on a rank other than 0 of a launcher's processes (rank 0 writes).
     """
     card_path = Path(model_dir) / TEACHER_CARD
     card = read_json(card_path, "teacher card") if card_path.is_file() else {}
     reviews = read_reviews(reviews_path)
     ids = [r["id"] for r in reviews]
+    name = Path(reviews_path).as_posix()
     if card.get("source") == "scores":
         started = time.perf_counter()
         write_logits(out, ids, looked_up_logits(model_dir, card, ids))
         info = {"n": len(reviews), "source": "scores", "seconds": round(time.perf_counter() - started, 1),
-                "reviews_per_s": None, "quantized": False, "device": None}
+                "reviews_per_s": None, "backend": None, "quantized": False, "device": None}
         log.info("logits: %s: %d reviews looked up in %s", reviews_path, len(reviews), card["scores"]["path"])
         write_json(info_out, info)
         return info
-    tokenizer, model = load_fine_tuned(model_dir, quantize=p.quantize)
+    backend = backend_in_use(p)
+    onnx_model = exported_model(onnx_dir) if backend == "onnxruntime" else None
+    texts = [r["text"] for r in reviews]
     started = time.perf_counter()
-    logits = predict_logits(tokenizer, model, [r["text"] for r in reviews], teacher, p.batch_size,
-                            Path(reviews_path).stem)
+    logits = predict(texts, model_dir, onnx_model, teacher, p, name)
+    if logits is None:  # another rank of a launcher's processes: rank 0 writes
+        return None
     seconds = time.perf_counter() - started
     columns = class_columns(model_dir)
     if columns is not None:  # a classifier given with its classes in another order than classes.json's
         logits = logits[:, columns]
     write_logits(out, ids, logits)
     info = {"n": len(reviews), "seconds": round(seconds, 1), "reviews_per_s": round(len(reviews) / seconds, 2),
-            "quantized": p.quantize, "device": str(device())}
-    log.info("logits: %s: %d reviews in %.0f s (%.1f/s)", reviews_path, len(reviews), seconds, len(reviews) / seconds)
+            "backend": backend, "quantized": p.quantize, "processes": launched_world()[2] if launched_world()
+            else p.processes, "device": str(device())}
+    if against_torch and backend != "torch":
+        reference = predict(texts, model_dir, None, teacher, p.model_copy(update={"backend": "torch",
+                                                                                   "quantize": False}),
+                            f"{name} (torch, for agreement)")
+        if columns is not None:
+            reference = reference[:, columns]
+        info["agreement_with_torch"] = agreement(reference, logits)
+        log.info("logits: %s: %s labels agree with torch's fp32 on %.2f%% of %d reviews", name, backend,
+                 100 * info["agreement_with_torch"]["label_agreement"], len(reviews))
+    log.info("logits: %s: %d reviews in %.0f s (%.1f/s, %s)", name, len(reviews), seconds, len(reviews) / seconds,
+             backend)
     write_json(info_out, info)
     return info
