@@ -12,7 +12,7 @@ TINY = {
     "split": {"n_labeled": 40, "n_unlabeled": 60, "n_test": 40},
     # n_heldout: the newcomer's run also charts held-out accuracy (0 on the defaults)
     "teacher": {"max_length": 64, "head_tokens": 24, "epochs": 1, "batch_size": 8, "n_heldout": 8},
-    "logits": {"batch_size": 16},
+    "logits": {"batch_size": 16, "shard_size": 30, "shards": [0, 1]},  # two shards of the 60
     "curve": {"sizes": [20, 40]},
 }
 

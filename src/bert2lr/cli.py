@@ -60,7 +60,7 @@ def prepare(data: Annotated[Path, typer.Option(help="the IMDB archive or your la
 
     p = load_params(params)
     run(data, out_dir, p.split, p.data, unlabeled_path=None if unlabeled_data == data else unlabeled_data,
-        test_path=None if test_data == data else test_data)
+        test_path=None if test_data == data else test_data, shard_size=p.logits.shard_size)
 
 
 @app.command()
@@ -100,15 +100,29 @@ def teacher(labeled: In, out: Out,
 
 
 @app.command()
-def logits(teacher: In, reviews: In, out: Out,
+def export(teacher: In, out: Out, params: ParamsFile = PARAMS) -> None:
+    """Export the teacher to ONNX for ONNX Runtime (logits.backend), int8 where logits.quantize says."""
+    from bert2lr.stages.export import export_teacher
+
+    export_teacher(teacher, out, load_params(params).logits)
+
+
+@app.command()
+def logits(teacher: In, onnx: In, reviews: In, out: Out,
            info: Annotated[Path, typer.Option(help="where to write the inference rate (JSON)")],
+           against_torch: Annotated[bool, typer.Option(
+               help="also score in torch and record the back end's label agreement with it")] = False,
            params: ParamsFile = PARAMS) -> None:
-    """Cache the teacher's raw logits on one split of reviews."""
+    """Cache the teacher's raw logits on one split of reviews (the test sample or a transfer-set shard).
+
+    logits.processes > 1 starts that many processes (torch.distributed); under torchrun the
+    launcher's processes share the work instead.
+    """
     p = load_params(params)
     check_teacher_length(p.teacher, teacher, str(params))  # the fine-tuned folder is what runs
     from bert2lr.stages.logits import teacher_logits
 
-    teacher_logits(teacher, reviews, out, info, p.teacher, p.logits)
+    teacher_logits(teacher, onnx, reviews, out, info, p.teacher, p.logits, against_torch)
 
 
 @app.command()
@@ -233,7 +247,8 @@ def predict(
     model: Student = STUDENT,
     allow_ungated: Ungated = False,
 ) -> None:
-    """Classify texts with the student; JSON Lines with label, probability and logit."""
+    """Classify texts with the student; JSON Lines with the label and every class's probability
+    (two classes: also the label's probability and the logit)."""
     from bert2lr.serving.deploy import load_student, predictions
 
     student, _ = load_student(model, allow_ungated)

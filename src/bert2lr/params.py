@@ -210,9 +210,27 @@ class TeacherParams(_Group):
         return self
 
 
+MAX_SHARDS = 100_000  # a list this long in params.yaml is a typo, not a plan
+MAX_PROCESSES = 1024
+
+
 class LogitsParams(_Group):
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "onnxruntime", description="run the teacher in torch, or exported to ONNX and run by ONNX Runtime")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="reviews per inference batch")
     quantize: bool = Field(False, description="int8 dynamic quantisation of the teacher's linear layers (CPU only)")
+    # The transfer set is scored in shards, one DVC stage each (logits@0, logits@1, ...): a kill
+    # loses one shard, and a larger split.n_unlabeled scores only the shards that are new.
+    shard_size: int = Field(6000, ge=1, description="transfer-set reviews per shard (one logits@k stage each)")
+    # DVC makes one stage per item of a list and cannot compute the list from two numbers, so the
+    # list is written out and checked against split.n_unlabeled and shard_size (Params below).
+    shards: list[Annotated[int, Field(ge=0)]] = Field(
+        list(range(8)), max_length=MAX_SHARDS,
+        description="the shard numbers 0, 1, ... up to ceil(split.n_unlabeled / shard_size) - 1")
+    # How, not what: the process count is not a dependency of the logits, which equal one process's
+    # to 1e-5, so changing it reruns nothing.
+    processes: int = Field(1, ge=1, le=MAX_PROCESSES,
+                           description="processes that score a shard together (torch.distributed; e.g. one per GPU)")
 
 
 class StudentParams(_Group):
@@ -253,6 +271,11 @@ def _empty_group(value):
     return {} if value is None else value
 
 
+def shard_list(n_shards: int) -> str:
+    """The shard numbers as params.yaml writes them: [0, 1, 2]."""
+    return "[" + ", ".join(str(k) for k in range(n_shards)) + "]"
+
+
 class Params(_Group):
     data: Annotated[DataParams, BeforeValidator(_empty_group)] = Field(default_factory=DataParams)
     fetch: Annotated[FetchParams, BeforeValidator(_empty_group)] = Field(default_factory=FetchParams)
@@ -262,6 +285,21 @@ class Params(_Group):
     logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
     student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
     curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
+
+    @model_validator(mode="after")
+    def _shards_cover_transfer_set(self):
+        n_shards = -(-self.split.n_unlabeled // self.logits.shard_size)
+        if n_shards > MAX_SHARDS:
+            raise ValueError(
+                f"'split.n_unlabeled' ({self.split.n_unlabeled}) in shards of logits.shard_size "
+                f"{self.logits.shard_size} makes {n_shards} shards; expected at most {MAX_SHARDS} (one DVC stage "
+                "each): raise logits.shard_size")
+        if len(self.logits.shards) != n_shards or self.logits.shards != list(range(n_shards)):
+            raise ValueError(
+                f"'logits.shards' must be {shard_list(n_shards)} for split.n_unlabeled {self.split.n_unlabeled} and "
+                f"logits.shard_size {self.logits.shard_size} (one logits@k stage per shard; DVC cannot compute the "
+                f"list), e.g. `dvc exp run -S 'logits.shards={shard_list(n_shards)}'`")
+        return self
 
     @model_validator(mode="after")
     def _teacher_keeps_reviews(self):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
-from bert2lr.files import atomic_path, write_json, write_reviews
+from bert2lr.files import atomic_path, shard_name, write_json, write_reviews
 from bert2lr.params import DataParams, SplitParams
 from bert2lr.tables import TableSpec, read_table, split_table
 
@@ -202,11 +202,16 @@ def table_splits(table: Path, unlabeled_table: Path | None, test_table: Path | N
 
 
 def prepare(data_path: Path, out_dir: Path, p: SplitParams, data: DataParams | None = None,
-            unlabeled_path: Path | None = None, test_path: Path | None = None) -> dict[str, int]:
-    """Write labeled, unlabeled, test (the sample) and test_full (the whole test half) as JSON Lines,
-    and classes.json. data.source imdb (the default) reads data_path as the IMDB archive; table reads
-    it as a table, with unlabeled_path and test_path as tables of their own where given (else those
-    splits are sampled from data_path too)."""
+            unlabeled_path: Path | None = None, test_path: Path | None = None,
+            shard_size: int | None = None) -> dict[str, int]:
+    """Write labeled, test (the sample) and test_full (the whole test half) as JSON Lines, the
+    transfer set as the folder unlabeled/ of shards 0.jsonl, 1.jsonl, ... of shard_size reviews
+    each (one file without it), and classes.json. data.source imdb (the default) reads data_path as
+    the IMDB archive; table reads it as a table, with unlabeled_path and test_path as tables of their
+    own where given (else those splits are sampled from data_path too).
+
+    The samples are nested (a larger one keeps the smaller as its prefix), so a larger transfer set
+    keeps every full shard as it was, byte for byte, and DVC scores only the new ones."""
     data = data or DataParams()
     if data.source == "table":
         splits, classes = table_splits(Path(data_path), unlabeled_path, test_path, data, p)
@@ -222,6 +227,13 @@ def prepare(data_path: Path, out_dir: Path, p: SplitParams, data: DataParams | N
     counts = {}
     with atomic_path(out_dir, directory=True) as tmp:
         for name, reviews in splits.items():
+            if name == "unlabeled" and shard_size is not None:
+                (tmp / name).mkdir()
+                counts[name] = sum(write_reviews(tmp / name / shard_name(k, ".jsonl"), reviews[start: start + shard_size])
+                                   for k, start in enumerate(range(0, len(reviews), shard_size)))
+                log.info("prepare: %s: %d reviews in %d shards of up to %d", name, counts[name],
+                         -(-counts[name] // shard_size), shard_size)
+                continue
             counts[name] = write_reviews(tmp / f"{name}.jsonl", reviews)
             log.info("prepare: %s: %d reviews", name, counts[name])
         write_json(tmp / CLASSES_FILE, list(classes))

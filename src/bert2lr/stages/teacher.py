@@ -3,9 +3,11 @@ or, with teacher.source classifier or scores, check and record a teacher given (
 
 The loop is ours, not transformers' Trainer: it reproduces the teacher the reference numbers came
 from bit for bit (Trainer's sampler, optimizer set-up and scheduler differ in small ways that change
-the weights), and a hand loop scales the same way Trainer does, by handing model, optimizer and
-batches to accelerate (which Trainer itself runs on). dvclive is called directly: the DVCLive
-callback is for Trainer, and a loop logs the same metrics in three lines.
+the weights). It runs in one process: several processes would each need a slice of every batch
+and an all-reduce of the gradients (accelerate's prepare, or torch's DistributedDataParallel), which
+changes the weights at float rounding and is not built yet; the teacher's inference, the cost that
+grows with the transfer set, runs in several (bert2lr.inference). dvclive is called directly: the
+DVCLive callback is for Trainer, and a loop logs the same metrics in three lines.
 """
 
 from __future__ import annotations
