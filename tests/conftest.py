@@ -39,7 +39,8 @@ TINY_PARAMS = {
     "baseline": {"ngram_max": 2},
     "teacher": {"max_length": 32, "head_tokens": 12, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3,
                 "n_heldout": 4},
-    "logits": {"batch_size": 8},
+    # three shards (logits@0, @1, @2), the last one short
+    "logits": {"batch_size": 8, "shard_size": 8, "shards": [0, 1, 2]},
     "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
 }
 
@@ -127,6 +128,7 @@ def workspace(tmp_path_factory, archive, tiny_bert):
     from bert2lr.files import read_reviews
     from bert2lr.params import BaselineParams, LogitsParams, SplitParams, TeacherParams
     from bert2lr.stages.baseline import train_baseline
+    from bert2lr.stages.export import export_teacher
     from bert2lr.stages.logits import teacher_logits
     from bert2lr.stages.prepare import prepare
     from bert2lr.stages.teacher import train_teacher
@@ -138,9 +140,11 @@ def workspace(tmp_path_factory, archive, tiny_bert):
     train_baseline(texts, labels, root / "baseline", BaselineParams(ngram_max=2))
     p = TeacherParams(model=str(tiny_bert), **TINY_TEACHER)
     card = train_teacher(texts, labels, root / "teacher", root / "teacher_training", p)
+    export_teacher(root / "teacher", root / "teacher_onnx", LogitsParams())  # the default back end, ONNX Runtime
     for split in ("unlabeled", "test"):
-        teacher_logits(root / "teacher", root / "splits" / f"{split}.jsonl", root / "logits" / f"{split}.npz",
-                       root / "logits_info" / f"{split}.json", p, LogitsParams(batch_size=4))
+        teacher_logits(root / "teacher", root / "teacher_onnx", root / "splits" / f"{split}.jsonl",
+                       root / "logits" / f"{split}.npz", root / "logits_info" / f"{split}.json", p,
+                       LogitsParams(batch_size=4))
     return root, p, card
 
 
@@ -175,6 +179,9 @@ def params_file(tmp_path, tiny_bert, archive):
         params["teacher"]["model"] = str(tiny_bert)
         for group, values in overrides.items():
             params.setdefault(group, {}).update(values)
+        if "shards" not in overrides.get("logits", {}):  # the list that fits the sizes given
+            n_shards = -(-params["split"]["n_unlabeled"] // params["logits"]["shard_size"])
+            params["logits"]["shards"] = list(range(n_shards))
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(params), encoding="utf-8")
         return path
@@ -239,6 +246,7 @@ def table_project(tmp_path_factory, tiny_bert):
     params["data"].update({"source": "table", "path": TABLES["labeled"], "unlabeled_path": TABLES["unlabeled"],
                            "test_path": TABLES["test"], "text_columns": ["title", "body"], "label_column": "label"})
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
+    params["logits"].update({"shard_size": 8, "shards": [0, 1, 2, 3]})
     params["curve"]["sizes"] = [10, 20]
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     commit(project, "my own tables")

@@ -38,7 +38,7 @@ def test_max_length_beyond_the_teacher_is_refused_before_any_work(tmp_path, tiny
         {"teacher": {"model": str(tiny_bert), "max_length": 128, "head_tokens": 12}}))
     assert_one_line_error(bert2lr("teacher", "--labeled", "missing.jsonl", "--out", "t", "--training", "tt", cwd=tmp_path),
                           "params.yaml: 'teacher.max_length' is 128, but the teacher", "at most 64 tokens")
-    assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--reviews", "u.jsonl",
+    assert_one_line_error(bert2lr("logits", "--teacher", str(tiny_bert), "--onnx", "o", "--reviews", "u.jsonl",
                                   "--out", "l.npz", "--info", "i.json", cwd=tmp_path), "at most 64 tokens")
 
 

@@ -226,9 +226,15 @@ def test_cli_refuses_bad_logits(tmp_path):
 def test_cli_refuses_a_cut_teacher(tmp_path, tiny_bert):
     broken_copy(tiny_bert, tmp_path, cut_weights)
     # The tiny BERT reads 64 positions: within that, so the weights are what fails.
-    (tmp_path / "params.yaml").write_text(json.dumps({"teacher": {"max_length": 32, "truncation": "head"}}))
+    (tmp_path / "params.yaml").write_text(json.dumps({"teacher": {"max_length": 32, "truncation": "head"},
+                                                      "logits": {"backend": "torch"}}))
     (tmp_path / "u.jsonl").write_text(GOOD)
-    result = bert2lr("logits", "--teacher", "teacher", "--reviews", "u.jsonl",
+    result = bert2lr("logits", "--teacher", "teacher", "--onnx", "o", "--reviews", "u.jsonl",
                      "--out", "logits.npz", "--info", "info.json", cwd=tmp_path)
     assert_one_line_error(result, "teacher: its model.safetensors is damaged or incomplete")
     assert not (tmp_path / "logits.npz").exists()
+    # With ONNX Runtime, the export stage is the one that reads the weights.
+    (tmp_path / "params.yaml").write_text(json.dumps({"teacher": {"max_length": 32, "truncation": "head"}}))
+    result = bert2lr("export", "--teacher", "teacher", "--out", "onnx", cwd=tmp_path)
+    assert_one_line_error(result, "teacher: its model.safetensors is damaged or incomplete")
+    assert not (tmp_path / "onnx").exists()

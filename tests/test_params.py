@@ -144,7 +144,7 @@ ACCEPTED = {
     "fetch.sources": [["1"]],  # a relative path '1': fetch says it is missing
     "split.seed": [0],
     # sizes beyond the archive: prepare refuses them (test_absurd_sizes_are_refused_by_prepare)
-    "split.n_labeled": [10**12], "split.n_unlabeled": [10**12], "split.n_test": [10**12],
+    "split.n_labeled": [10**12], "split.n_test": [10**12],
     "baseline.C": [10**12, 1e300],  # no regularisation to speak of; still a finite model
     "teacher.head_tokens": [0],  # head+tail with no head: the tail only
     "teacher.warmup_ratio": [0], "teacher.weight_decay": [0], "teacher.seed": [0],
@@ -158,6 +158,11 @@ ACCEPTED = {
     "student.gold_weight": [0],
     "curve.sizes": [[10**12]],  # capped at the transfer set's size
 }
+
+
+# A transfer-set size or shard size that the default shard list does not fit is refused by naming
+# the list, logits.shards, which must follow them (one logits@k stage per shard).
+SHARDS_FOLLOW = {("split.n_unlabeled", "1"): "logits.shards", ("logits.shard_size", repr(10**12)): "logits.shards"}
 
 
 def probes(key: str) -> list:
@@ -177,7 +182,8 @@ def test_every_key_refuses_or_accepts_hostile_values_knowingly(key):
             params = parse_params({group: {name: value}})
         except UserError as exc:
             message = str(exc)
-            assert "\n" not in message and message.startswith(f"params.yaml: '{key}"), message
+            named = SHARDS_FOLLOW.get((key, repr(value)), key)
+            assert "\n" not in message and message.startswith(f"params.yaml: '{named}"), message
             continue
         got = getattr(getattr(params, group), name)
         if key != "fetch.sources":
@@ -190,7 +196,9 @@ def test_absurd_sizes_are_refused_by_prepare(tmp_path, archive):
     from bert2lr.stages.prepare import prepare
 
     for name in ("n_labeled", "n_unlabeled", "n_test"):
-        p = parse_params({"split": {"n_labeled": 10, "n_unlabeled": 5, "n_test": 4, name: 10**12}}).split
+        # one shard of them all, so that the shard list fits
+        p = parse_params({"split": {"n_labeled": 10, "n_unlabeled": 5, "n_test": 4, name: 10**12},
+                          "logits": {"shard_size": 10**12, "shards": [0]}}).split
         with pytest.raises(UserError, match=f"split.{name}=1000000000000 is larger than"):
             prepare(archive, tmp_path / "s", p)
 

@@ -165,7 +165,7 @@ def test_a_new_test_sample_does_not_refit_the_student(project):
     set_param(project, "split", "n_test", 10)
     assert changed(project) == {"prepare"}
     reran = ran(run("dvc", "repro", cwd=project).stdout)
-    assert reran == {"prepare", "logits@test", "evaluate", "assemble", "curve", "speed"}
+    assert reran == {"prepare", "test_logits", "evaluate", "assemble", "curve", "speed"}
     assert json.loads((project / "metrics" / "student.json").read_text())["n"] == 10
     assert json.loads((project / "models" / "student" / "lineage.json").read_text())["metrics"]["n_test"] == 10
 
@@ -187,7 +187,7 @@ def test_plots_show_the_teacher_training_and_the_learning_curve(project):
 def test_teacher_key_reruns_teacher_and_what_follows(project):
     set_param(project, "teacher", "epochs", 2)
     assert changed(project) == {"teacher"}
-    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", *LOGITS} | AFTER_STUDENT
+    assert ran(run("dvc", "repro", cwd=project).stdout) == {"teacher", "export", *LOGITS} | AFTER_STUDENT
 
 
 def test_teacher_truncation_changes_what_reads_the_teacher(project):

@@ -74,8 +74,8 @@ def test_classifier_logits_are_a_direct_forward_pass_in_classes_order(tmp_path, 
     assert json.loads((tmp_path / "training" / "metrics.json").read_text()) == \
         {"source": "classifier", "trained": False, "steps": 0}
     write_reviews(tmp_path / "test.jsonl", REVIEWS)
-    teacher_logits(tmp_path / "teacher", tmp_path / "test.jsonl", tmp_path / "test.npz", tmp_path / "info.json", p,
-                   LogitsParams(batch_size=3))
+    teacher_logits(tmp_path / "teacher", tmp_path / "onnx", tmp_path / "test.jsonl", tmp_path / "test.npz",
+                   tmp_path / "info.json", p, LogitsParams(batch_size=3, backend="torch"))
     got = read_logits(tmp_path / "test.npz", [r["id"] for r in REVIEWS], n_classes=3)
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_classifier)
@@ -174,13 +174,13 @@ def test_an_id_without_a_score_names_the_id_and_the_file(tmp_path):
     card = record_scores(tmp_path / "teacher", tmp_path / "training", p, tuple(CLASSES), None)
     assert card["scores"]["n"] == 3 and len(card["scores"]["sha256"]) == 64
     write_reviews(tmp_path / "test.jsonl", REVIEWS)  # row-4 has no score
-    message = one_line(teacher_logits, tmp_path / "teacher", tmp_path / "test.jsonl", tmp_path / "o.npz",
+    message = one_line(teacher_logits, tmp_path / "teacher", tmp_path / "onnx", tmp_path / "test.jsonl", tmp_path / "o.npz",
                        tmp_path / "i.json", p, LogitsParams())
     assert message == f"{path}: no score for review id 'row-4'; expected a row for every review of the splits " \
                       "(teacher.scores_id_column names the id column)"
     write_reviews(tmp_path / "test.jsonl", REVIEWS[:3])
-    info = teacher_logits(tmp_path / "teacher", tmp_path / "test.jsonl", tmp_path / "o.npz", tmp_path / "i.json", p,
-                          LogitsParams())
+    info = teacher_logits(tmp_path / "teacher", tmp_path / "onnx", tmp_path / "test.jsonl", tmp_path / "o.npz",
+                          tmp_path / "i.json", p, LogitsParams())
     assert info["source"] == "scores" and info["reviews_per_s"] is None
     np.testing.assert_allclose(read_logits(tmp_path / "o.npz", ["row-1", "row-2", "row-3"]),
                                np.log([[0.2, 0.3, 0.5]] * 3), rtol=1e-6)
@@ -228,7 +228,7 @@ def scores_or_classifier_project(root: Path, archive, tiny_bert, teacher: dict) 
 
 def check_end_to_end(project: Path, output: str) -> dict:
     """Every stage ran, predict gives the three probabilities, a second status is clean; the lineage."""
-    assert {"teacher", "logits@unlabeled", "logits@test", "student", "assemble", "speed"} <= ran(output)
+    assert {"teacher", "logits@0", "test_logits", "student", "assemble", "speed"} <= ran(output)
     with np.load(project / "data/teacher_logits/test.npz") as npz:
         assert npz["logits"].shape == (18, 3) and np.isfinite(npz["logits"]).all()
     gate = json.loads((project / "metrics/student.json").read_text())["gate"]
