@@ -44,7 +44,10 @@ def test_full_repro_writes_every_metric(project, reproduced):
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(shown.values()))["data"]
     assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json",
-                                             "metrics.json"}  # dvclive's summary of the teacher's training
+                                             "metrics.json",  # dvclive's summary of the teacher's training
+                                             "test.json"}  # the test logits' rate and agreement with torch
+    inference = files[next(f for f in files if f.endswith("teacher_inference/test.json"))]["data"]
+    assert inference["backend"] == "onnxruntime" and inference["agreement_with_torch"]["label_agreement"] == 1.0
     training = json.loads((project / "metrics" / "teacher_training" / "metrics.json").read_text())
     assert training["epoch"] == 1 and training["train"]["loss"] > 0 and 0 <= training["train"]["accuracy"] <= 1
     speed = json.loads((project / "metrics" / "speed.json").read_text())

@@ -218,6 +218,7 @@ def scores_or_classifier_project(root: Path, archive, tiny_bert, teacher: dict) 
                            "test_path": str(root / "news.csv"), "text_columns": ["title", "body"],
                            "label_column": "label"})
     params["split"].update({"n_labeled": 36, "n_unlabeled": 30, "n_test": 18})
+    params["logits"].update({"shard_size": 10, "shards": [0, 1, 2]})
     params["curve"]["sizes"] = [10, 20]
     params["teacher"].update(teacher)
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
