@@ -23,8 +23,10 @@ def export_teacher(model_dir: Path, out_dir: Path, p: LogitsParams) -> dict:
     card_path = Path(model_dir) / TEACHER_CARD
     card = read_json(card_path, "teacher card") if card_path.is_file() else {}
     started = time.perf_counter()
-    # The exporter's graph passes log each initialiser they merge (hundreds of INFO lines on stderr).
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    # The exporter's graph passes log each initialiser they merge and rule they apply (over a hundred
+    # INFO lines on stderr), which say nothing about the user's teacher.
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with atomic_path(out_dir, directory=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         if card.get("source") == "scores":
