@@ -15,6 +15,10 @@ dvc_yaml = yaml.safe_load((project / "dvc.yaml").read_text())
 n_test, n_unlabeled = params["split"]["n_test"], params["split"]["n_unlabeled"]
 
 files = {Path(m) for m in dvc_yaml["metrics"]}
+for stage in dvc_yaml["stages"].values():  # a stage's own metrics (test_logits': rate and agreement)
+    files |= {Path(next(iter(m)) if isinstance(m, dict) else m) for m in stage.get("metrics", [])}
+# every shard of the transfer set scored, by this run
+files |= {Path(f"data/teacher_logits/unlabeled/{k}.npz") for k in params["logits"]["shards"]}
 for plot in dvc_yaml["plots"]:
     if isinstance(plot, str):  # an image plot: the entry is its path
         files.add(Path(plot))
@@ -46,6 +50,10 @@ if params["teacher"].get("n_heldout") and not (training / "plots" / "metrics" / 
 curve = json.loads((project / "metrics" / "learning_curve.json").read_text())
 if curve[-1]["n_unlabeled"] != n_unlabeled:
     problems.append(f"metrics/learning_curve.json: last point {curve[-1]['n_unlabeled']}, expected {n_unlabeled}")
+inference = json.loads((project / "metrics" / "teacher_inference" / "test.json").read_text())
+if params["logits"]["backend"] == "onnxruntime" and inference["agreement_with_torch"]["label_agreement"] < 0.999:
+    problems.append(f"metrics/teacher_inference/test.json: ONNX Runtime agrees with torch on "
+                    f"{inference['agreement_with_torch']['label_agreement']:.2%} of labels, expected 99.9% or more")
 speed = json.loads((project / "metrics" / "speed.json").read_text())
 if speed["n_reviews"] != n_test:
     problems.append(f"metrics/speed.json: n_reviews={speed['n_reviews']}, expected {n_test}")
