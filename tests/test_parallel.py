@@ -3,6 +3,7 @@ started by logits.processes or by torchrun itself; the ONNX Runtime back end's e
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,13 +61,15 @@ def test_torchrun_shares_a_stage_between_its_processes(workspace, exported, tmp_
     write_reviews(tmp_path / "r.jsonl", [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)])
     (tmp_path / "params.yaml").write_text(
         "teacher: {max_length: 32, truncation: head+tail, head_tokens: 12}\nlogits: {batch_size: 8}\n")
+    # --against-torch: a second prediction that every rank must join (once, rank 1 left and rank 0 hung)
     command = ["-m", "bert2lr", "logits", "--teacher", str(root / "teacher"), "--onnx", str(exported.parent),
-               "--reviews", "r.jsonl", "--out", "r.npz", "--info", "info.json"]
+               "--reviews", "r.jsonl", "--out", "r.npz", "--info", "info.json", "--against-torch"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     result = subprocess.run(torchrun + command, cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+                            env={**os.environ, "TQDM_DISABLE": "1"}, timeout=300)
     assert result.returncode == 0, result.stderr
     single = predict(TEXTS, root / "teacher", exported, TeacherParams(**TEACHER), LogitsParams(batch_size=8))
     np.testing.assert_allclose(read_logits(tmp_path / "r.npz", [f"r{i}" for i in range(len(TEXTS))]), single,
                                rtol=0, atol=1e-5)
-    assert '"processes": 2' in (tmp_path / "info.json").read_text()
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["processes"] == 2 and info["agreement_with_torch"]["label_agreement"] == 1.0

@@ -69,23 +69,23 @@ def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Pat
     texts = [r["text"] for r in reviews]
     started = time.perf_counter()
     logits = predict(texts, model_dir, onnx_model, teacher, p, name)
+    seconds = time.perf_counter() - started
+    # Under a launcher every rank takes part in each prediction, so the reference is made before the
+    # ranks other than 0 leave.
+    reference = predict(texts, model_dir, None, teacher, p.model_copy(update={"backend": "torch", "quantize": False}),
+                        f"{name} (torch, for agreement)") if against_torch and backend != "torch" else None
     if logits is None:  # another rank of a launcher's processes: rank 0 writes
         return None
-    seconds = time.perf_counter() - started
     columns = class_columns(model_dir)
     if columns is not None:  # a classifier given with its classes in another order than classes.json's
         logits = logits[:, columns]
     write_logits(out, ids, logits)
+    world = launched_world()
     info = {"n": len(reviews), "seconds": round(seconds, 1), "reviews_per_s": round(len(reviews) / seconds, 2),
-            "backend": backend, "quantized": p.quantize, "processes": launched_world()[2] if launched_world()
-            else p.processes, "device": str(device())}
-    if against_torch and backend != "torch":
-        reference = predict(texts, model_dir, None, teacher, p.model_copy(update={"backend": "torch",
-                                                                                   "quantize": False}),
-                            f"{name} (torch, for agreement)")
-        if columns is not None:
-            reference = reference[:, columns]
-        info["agreement_with_torch"] = agreement(reference, logits)
+            "backend": backend, "quantized": p.quantize, "processes": world[2] if world else p.processes,
+            "device": str(device())}
+    if reference is not None:
+        info["agreement_with_torch"] = agreement(reference if columns is None else reference[:, columns], logits)
         log.info("logits: %s: %s labels agree with torch's fp32 on %.2f%% of %d reviews", name, backend,
                  100 * info["agreement_with_torch"]["label_agreement"], len(reviews))
     log.info("logits: %s: %d reviews in %.0f s (%.1f/s, %s)", name, len(reviews), seconds, len(reviews) / seconds,
