@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_one_line_error, bert2lr
 
 from bert2lr.errors import UserError
-from bert2lr.files import read_logits, read_reviews, write_logits
+from bert2lr.files import logits_digest, read_logits, read_reviews, read_transfer_shards, write_logits, write_reviews
 from bert2lr.bert import load_fine_tuned
 from bert2lr.bert import load_classifier
 
@@ -202,6 +202,67 @@ def test_cli_prepare_refuses_a_readme_fetched_without_a_hash(tmp_path):
 
 
 @pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
+def shard_folders(tmp_path, sizes=(2, 2)):
+    """A transfer set of shards (reviews/0.jsonl, ...) and its logits (logits/0.npz, ...)."""
+    start = 0
+    for k, size in enumerate(sizes):
+        ids = [f"u{i}" for i in range(start, start + size)]
+        write_reviews(tmp_path / "reviews" / f"{k}.jsonl", [{"id": i, "text": f"text {i}"} for i in ids])
+        write_logits(tmp_path / "logits" / f"{k}.npz", ids, np.arange(2 * size, dtype=float).reshape(size, 2) + start)
+        start += size
+    return tmp_path / "reviews", tmp_path / "logits"
+
+
+def test_a_cut_shard_in_a_folder_of_logits_is_one_error_wherever_it_is_read(tmp_path):
+    reviews, logits = shard_folders(tmp_path)
+    ids = [r["id"] for r in read_reviews(reviews)]
+    data = (logits / "1.npz").read_bytes()
+    (logits / "1.npz").write_bytes(data[: len(data) // 2])
+    for read in (lambda: read_logits(logits, ids), lambda: read_logits(logits), lambda: logits_digest(logits, 4),
+                 lambda: list(read_transfer_shards(reviews, logits))):
+        with pytest.raises(UserError, match=r"1.npz: not a teacher-logits file"):
+            read()
+
+
+def test_the_transfer_set_shard_by_shard_equals_it_read_whole(tmp_path):
+    reviews, logits = shard_folders(tmp_path, sizes=(3, 3, 1))
+    parts = list(read_transfer_shards(reviews, logits, n_classes=2))
+    assert [len(shard_reviews) for shard_reviews, _ in parts] == [3, 3, 1]
+    assert [r for shard_reviews, _ in parts for r in shard_reviews] == read_reviews(reviews)
+    whole = read_logits(logits, [r["id"] for r in read_reviews(reviews)], 2)
+    np.testing.assert_array_equal(np.concatenate([shard_logits for _, shard_logits in parts]), whole)
+
+
+def test_shards_that_do_not_pair_up_are_refused(tmp_path):
+    reviews, logits = shard_folders(tmp_path)
+    write_logits(logits / "1.npz", ["u3", "u2"], np.zeros((2, 2)))
+    with pytest.raises(UserError, match=r"1.npz: its review ids do not match .*1.jsonl's; rerun `dvc repro logits@1`"):
+        list(read_transfer_shards(reviews, logits))
+    (logits / "1.npz").unlink()
+    with pytest.raises(UserError, match=r"1.npz: teacher logits not found \(run `dvc repro logits@1`\)"):
+        list(read_transfer_shards(reviews, logits))
+    write_reviews(reviews / "1.jsonl", [{"id": "u0", "text": "again"}, {"id": "u9", "text": "new"}])
+    with pytest.raises(UserError, match=r"1.jsonl: id 'u0' is in an earlier shard too"):
+        list(read_transfer_shards(reviews, logits))
+    with pytest.raises(UserError, match=r"expected a folder of teacher-logits shards"):
+        list(read_transfer_shards(reviews, logits / "0.npz"))
+
+
+@pytest.mark.slow  # the CLI end to end, in subprocesses that import the heavy libraries
+def test_cli_student_refuses_a_cut_logits_shard(tmp_path):
+    reviews, logits = shard_folders(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}")
+    (tmp_path / "labeled.jsonl").write_text(GOOD + '{"id": "l2", "text": "bad", "label": 0}\n')
+    data = (logits / "1.npz").read_bytes()
+    (logits / "1.npz").write_bytes(data[:40])
+    for features in ("tfidf", "hashing"):
+        (tmp_path / "params.yaml").write_text(json.dumps({"student": {"features": features, "min_df": 1}}))
+        result = bert2lr("student", "--unlabeled", "reviews", "--teacher-logits", "logits", "--labeled", "labeled.jsonl",
+                         "--out", "student", cwd=tmp_path)
+        assert_one_line_error(result, "1.npz: not a teacher-logits file")
+        assert not (tmp_path / "student").exists()
+
+
 def test_cli_refuses_a_split_with_bad_utf8(tmp_path):
     (tmp_path / "params.yaml").write_text("{}")
     (tmp_path / "labeled.jsonl").write_bytes(GOOD.encode() + b'{"id": "x", "text": "\xc3", "label": 0}\n')

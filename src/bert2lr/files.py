@@ -300,16 +300,26 @@ def logits_shards(folder: Path | str, n_reviews: int) -> list[Path]:
     Shards past them are left alone: a shard of a once larger transfer set stays in the workspace
     until DVC's garbage collection, and is not part of this one.
     """
-    folder, shards, rows = Path(folder), [], 0
+    return [shard for shard, _, _ in _read_logits_shards(Path(folder), n_reviews, None)]
+
+
+def _read_logits_shards(folder: Path, n_reviews: int | None,
+                        n_classes: int | None) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+    """(path, ids, logits) of each shard that holds the first n_reviews rows (all shards for None),
+    each read once, through the checked reader: a cut shard is one line, not a traceback."""
+    if n_reviews is None:
+        return [(shard, *_read_logits_file(shard, n_classes))
+                for shard in (folder / shard_name(k, ".npz") for k in range(len(list(folder.glob("*.npz")))))]
+    parts, rows = [], 0
     while rows < n_reviews:
-        shard = folder / shard_name(len(shards), ".npz")
+        shard = folder / shard_name(len(parts), ".npz")
         if not shard.is_file():
             raise UserError(f"{shard}: teacher logits not found; expected {n_reviews} rows in {folder}'s shards "
-                            f"and found {rows} (run `dvc repro logits@{len(shards)}`)")
-        with np.load(shard, allow_pickle=False) as npz:
-            rows += len(npz["ids"]) if "ids" in npz.files else 0
-        shards.append(shard)
-    return shards
+                            f"and found {rows} (run `dvc repro logits@{len(parts)}`)")
+        shard_ids, shard_logits = _read_logits_file(shard, n_classes)
+        parts.append((shard, shard_ids, shard_logits))
+        rows += len(shard_ids)
+    return parts
 
 
 def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int | None = None) -> np.ndarray:
@@ -322,11 +332,9 @@ def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int |
     """
     path = Path(path)
     if path.is_dir():
-        shards = logits_shards(path, len(ids)) if ids is not None else \
-            [path / shard_name(k, ".npz") for k in range(len(list(path.glob("*.npz"))))]
-        parts = [_read_logits_file(shard, n_classes) for shard in shards]
-        cached_ids = [i for shard_ids, _ in parts for i in shard_ids.tolist()]
-        logits = np.concatenate([shard_logits for _, shard_logits in parts]) if parts else \
+        parts = _read_logits_shards(path, None if ids is None else len(ids), n_classes)
+        cached_ids = [i for _, shard_ids, _ in parts for i in shard_ids.tolist()]
+        logits = np.concatenate([shard_logits for _, _, shard_logits in parts]) if parts else \
             np.zeros((0, n_classes or 2), dtype=np.float32)
         if ids is not None and cached_ids != list(ids):
             raise UserError(f"{path}: the review ids of its shards do not match the split; rerun `dvc repro logits`")
@@ -335,6 +343,35 @@ def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int |
     if ids is not None and (len(ids) != len(cached_ids) or any(a != b for a, b in zip(ids, cached_ids))):
         raise UserError(f"{path}: its review ids do not match the split; rerun `dvc repro logits`")
     return logits
+
+
+def read_transfer_shards(reviews: Path | str, teacher_logits: Path | str,
+                         n_classes: int | None = None) -> Iterator[tuple[list[dict], np.ndarray]]:
+    """The transfer set shard by shard, (reviews, their logits), one shard in memory at a time: each
+    review shard k with logits shard k, ids checked row for row and across shards (as `read_reviews`
+    and `read_logits` check them). A split that is one file is one shard."""
+    reviews, teacher_logits = Path(reviews), Path(teacher_logits)
+    if not reviews.is_dir():
+        shard_reviews = _read_review_file(reviews, False, 2)
+        yield shard_reviews, read_logits(teacher_logits, [r["id"] for r in shard_reviews], n_classes)
+        return
+    if not teacher_logits.is_dir():
+        raise UserError(f"{teacher_logits}: expected a folder of teacher-logits shards for the shards of {reviews}")
+    seen: set[str] = set()
+    for k, shard in enumerate(review_shards(reviews)):
+        shard_reviews = _read_review_file(shard, False, 2)
+        ids = [r["id"] for r in shard_reviews]
+        if not seen.isdisjoint(ids):
+            repeated = next(i for i in ids if i in seen)
+            raise UserError(f"{shard}: id {repeated!r} is in an earlier shard too; expected each review once")
+        seen.update(ids)
+        logits_file = teacher_logits / shard_name(k, ".npz")
+        if not logits_file.is_file():
+            raise UserError(f"{logits_file}: teacher logits not found (run `dvc repro logits@{k}`)")
+        cached_ids, shard_logits = _read_logits_file(logits_file, n_classes)
+        if cached_ids.tolist() != ids:
+            raise UserError(f"{logits_file}: its review ids do not match {shard}'s; rerun `dvc repro logits@{k}`")
+        yield shard_reviews, shard_logits
 
 
 def _read_logits_file(path: Path, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
