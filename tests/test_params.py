@@ -117,6 +117,11 @@ def test_models_are_frozen():
         ({"teacher": {"truncation": "head+tail", "head_tokens": 300}}, "'teacher.head_tokens' (300) must leave room"),
         ({"student": {"fit": "logistic"}}, "'student.fit: logistic' needs 'student.target: soft_label'"),
         ({"student": {"target": "soft_label"}}, "'student.target: soft_label' needs 'student.fit: logistic'"),
+        ({"student": {"features": "hashing", "fit": "least_squares"}},
+         "'student.features: hashing' needs 'student.fit: ridge'"),
+        ({"student": {"features": "hashing", "max_features": 1000}},
+         "'student.max_features' keeps a vocabulary's most frequent n-grams; with 'student.features: hashing' set"),
+        ({"student": {"n_buckets": 2**31 + 1}}, "'student.n_buckets' must be between 2 and 2147483648"),
         # several mistakes: all of them, still on one line
         ({"teacher": {"seed": -1, "epochs": 0}}, "'teacher.epochs' must be between 1 and 1000, got 0; 'teacher.seed'"),
     ],

@@ -234,12 +234,17 @@ class LogitsParams(_Group):
 
 
 class StudentParams(_Group):
-    features: Literal["count", "tfidf"] = Field("tfidf",
-                                                description="n-gram counts, or TF-IDF weights (see sublinear_tf)")
+    features: Literal["count", "tfidf", "hashing"] = Field(
+        "tfidf", description="n-gram counts or TF-IDF weights over a vocabulary, or TF-IDF weights of n-grams hashed "
+                             "into n_buckets, fitted shard by shard in memory that does not grow with the transfer set")
     ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest n-gram of the student")
-    min_df: int = Field(2, ge=1, description="reviews an n-gram must occur in to become a feature")
-    max_features: Optional[int] = Field(None, ge=1, description="keep only this many most frequent n-grams (null: all)")
-    sublinear_tf: bool = Field(True, description="with tfidf: 1 + log(count) instead of the count")
+    min_df: int = Field(2, ge=1, description="with count or tfidf: reviews an n-gram must occur in to become a feature")
+    max_features: Optional[int] = Field(None, ge=1, description="with count or tfidf: keep only this many most "
+                                                                "frequent n-grams (null: all)")
+    # 2**31: scikit-learn's hashing maps |murmurhash3_32| onto the buckets, so more could never be used.
+    n_buckets: int = Field(2**21, ge=2, le=2**31, description="with hashing: buckets the n-grams are hashed into "
+                                                              "(memory and model size grow with it, not with the data)")
+    sublinear_tf: bool = Field(True, description="with tfidf or hashing: 1 + log(count) instead of the count")
     target: Literal["logits", "margin", "soft_label"] = Field(
         "margin", description="regress both logits, their margin, or fit the tempered probabilities")
     fit: Literal["least_squares", "ridge", "logistic"] = Field(
@@ -257,6 +262,13 @@ class StudentParams(_Group):
             raise ValueError("'student.fit: logistic' needs 'student.target: soft_label'")
         if self.target == "soft_label" and self.fit != "logistic":
             raise ValueError("'student.target: soft_label' needs 'student.fit: logistic'")
+        # The hashed student is ridge solved out of core (bert2lr.distill); a vocabulary cut has no
+        # meaning without a vocabulary, so asking for one is refused rather than ignored.
+        if self.features == "hashing" and self.fit != "ridge":
+            raise ValueError("'student.features: hashing' needs 'student.fit: ridge'")
+        if self.features == "hashing" and self.max_features is not None:
+            raise ValueError("'student.max_features' keeps a vocabulary's most frequent n-grams; with "
+                             "'student.features: hashing' set 'student.n_buckets' instead (max_features: null)")
         return self
 
 
