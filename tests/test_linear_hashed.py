@@ -18,7 +18,9 @@ from sklearn.utils import murmurhash3_32 as sklearn_murmurhash3_32
 
 from bert2lr import _featurize
 from bert2lr.errors import UserError
-from bert2lr.linear import (FORMAT_HASHED, HASH, HashedPythonScorer, LinearTextModel, murmurhash3_32, ngram_bucket)
+from bert2lr.linear import FORMAT_HASHED, HASH, HashedPythonScorer, LinearTextModel, murmurhash3_32, ngram_bucket
+from test_linear import assert_refused_with_one_line
+from test_linear_kclass import array, config_with, config_without, item
 
 # Accents (composed and combining), CJK, Cyrillic, Arabic digits, emoji, digits and underscores,
 # 'İ' (lower-cases to 'i' and a combining dot, which is no word character), ligatures, title case.
@@ -307,37 +309,10 @@ def saved_hashed_arrays(tmp_path, k=4) -> dict:
         return {name: npz[name] for name in npz.files}
 
 
-def config_with(**changes):
-    def spoil(arrays):
-        arrays["config"] = np.array(json.dumps(json.loads(str(arrays["config"])) | changes))
-    return spoil
-
-
-def config_without(key):
-    def spoil(arrays):
-        config = json.loads(str(arrays["config"]))
-        del config[key]
-        arrays["config"] = np.array(json.dumps(config))
-    return spoil
-
-
-def array(name, value):
-    def spoil(arrays):
-        arrays[name] = value(arrays[name].copy())
-    return spoil
-
-
 def without(name):
     def spoil(arrays):
         del arrays[name]
     return spoil
-
-
-def item(index, value):
-    def change(a):
-        a[index] = value
-        return a
-    return change
 
 
 @pytest.mark.parametrize("spoil, what", [
@@ -381,12 +356,7 @@ def item(index, value):
 def test_malformed_hashed_files_are_refused_with_one_line(tmp_path, spoil, what):
     arrays = saved_hashed_arrays(tmp_path)
     spoil(arrays)
-    np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(UserError) as error:
-        LinearTextModel.load(tmp_path / "bad.npz")
-    message = str(error.value)
-    assert message.startswith(f"{tmp_path / 'bad.npz'}: not a valid bert2lr linear model (")
-    assert what in message and "\n" not in message
+    assert_refused_with_one_line(tmp_path / "bad.npz", arrays, what)
 
 
 def test_a_truncated_hashed_file_is_refused(tmp_path):
