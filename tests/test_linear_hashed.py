@@ -469,3 +469,11 @@ def test_a_lineage_record_with_a_bad_n_buckets_is_refused(hashed_student, tmp_pa
     (student / "lineage.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match=f"model.n_buckets is .*; expected a whole number >= 1"):
         read_lineage(student)
+
+
+def test_a_model_is_either_hashed_or_has_a_vocabulary():
+    arrays = dict(coef=np.ones(4), idf=np.zeros(0), intercept=0.0, ngram_range=(1, 1), sublinear_tf=True, l2_norm=True)
+    with pytest.raises(ValueError, match="a hashed model has no vocabulary"):
+        LinearTextModel(vocabulary=np.zeros(0, dtype=np.uint8), offsets=None, n_buckets=4, **arrays)
+    with pytest.raises(ValueError, match="a vocabulary model needs its vocabulary and offsets"):
+        LinearTextModel(vocabulary=None, offsets=None, **arrays)

@@ -329,6 +329,8 @@ class LinearTextModel:
         self.n_buckets = operator.index(self.n_buckets)
         if self.n_buckets and (self.vocabulary is not None or self.offsets is not None):
             raise ValueError("a hashed model has no vocabulary: vocabulary and offsets must be None")
+        if not self.n_buckets and (self.vocabulary is None or self.offsets is None):
+            raise ValueError("a vocabulary model needs its vocabulary and offsets (or n_buckets, for a hashed one)")
         if self.n_buckets and not self.l2_norm:
             raise ValueError("a hashed model is always L2-normalised: l2_norm must be true")
         # Batches are split over the cores this process may use; BERT2LR_THREADS overrides.
