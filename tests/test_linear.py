@@ -254,11 +254,16 @@ def test_malformed_model_files_are_refused_with_one_line(tmp_path, spoil, what):
     arrays = saved_arrays(tmp_path)
     assert len(arrays["coef"]) == 309  # the counts in the expected messages
     spoil(arrays)
-    np.savez(tmp_path / "bad.npz", **arrays)
+    assert_refused_with_one_line(tmp_path / "bad.npz", arrays, what)
+
+
+def assert_refused_with_one_line(path, arrays: dict, what: str) -> None:
+    """Saved as `path`, the arrays are refused by load with one line that names the file and says `what`."""
+    np.savez(path, **arrays)
     with pytest.raises(UserError) as error:
-        LinearTextModel.load(tmp_path / "bad.npz")
+        LinearTextModel.load(path)
     message = str(error.value)
-    assert message.startswith(f"{tmp_path / 'bad.npz'}: not a valid bert2lr linear model (")
+    assert message.startswith(f"{path}: not a valid bert2lr linear model (")
     assert what in message and "\n" not in message
 
 

@@ -260,7 +260,8 @@ def item(index, value):
 
 @pytest.mark.parametrize("spoil, what", [
     (config_with(format="bert2lr-linear-text/3"), "format 'bert2lr-linear-text/3', expected "
-                                                  "'bert2lr-linear-text/1' or 'bert2lr-linear-text/2'"),
+                                                  "'bert2lr-linear-text/1', 'bert2lr-linear-text/2' or "
+                                                  "'bert2lr-hashed-text/1'"),
     (config_without("classes"), "config.classes is None, expected a list of 2 or more distinct, non-empty names"),
     (config_with(classes="abcd"), "config.classes is 'abcd'"),
     (config_with(classes=["a"]), "config.classes is ['a']"),

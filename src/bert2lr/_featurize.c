@@ -6,6 +6,17 @@
  * A model has one output (two classes: the margin) or K (K classes: a logit each); all K come
  * from one pass over a text's n-grams, K dot products on the same features.
  * Python's re module defines \w as Py_UNICODE_ISALNUM(c) || c == '_', which is used here too.
+ *
+ * Two types share the tokenizer, the counting and the arithmetic, and differ in how an n-gram
+ * becomes a feature:
+ * - LinearModel: a vocabulary, n-gram strings looked up in a hash table (n-grams outside it are
+ *   dropped);
+ * - HashedLinearModel: no vocabulary; the n-gram's UTF-8 bytes are hashed into one of n_buckets
+ *   buckets exactly as scikit-learn's HashingVectorizer(alternate_sign=False) does it
+ *   (sklearn/feature_extraction/_hashing_fast.pyx): MurmurHash3_x86_32 with seed 0, read as a
+ *   signed 32-bit h, bucket abs(h) % n_buckets with abs taken in 64 bits, so that h = -2**31 gives
+ *   2**31 % n_buckets, which is what scikit-learn's special case for it computes. Lone surrogates
+ *   are encoded as Python's "surrogatepass" would (scikit-learn cannot encode them at all).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -47,17 +58,20 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n_features;
+    Py_ssize_t n_buckets; /* 0: a vocabulary model; else a hashed one, with a slot per bucket (slot b is bucket b) */
     Py_ssize_t n_outputs;
     int ngram_min, ngram_max, sublinear, l2;
     double intercept;  /* with one output */
     double *intercepts; /* with K outputs: K of them */
     double *weights;    /* with K outputs: coef * idf, K per feature, feature after feature */
     Slot *slots;
-    uint64_t mask;
+    uint64_t mask; /* vocabulary models: slots is a hash table of mask + 1 slots */
 } LinearModel;
 
 typedef struct {
-    uint64_t *tokens; /* per token: hash of its code points */
+    uint64_t *tokens; /* per token: hash of its code points; hashed models: where its UTF-8 bytes start */
+    unsigned char *bytes; /* hashed models: the tokens' UTF-8 bytes, one space after each */
+    Py_ssize_t bytes_cap;
     Py_ssize_t n_tokens, tok_cap;
     uint64_t *keys;
     Py_ssize_t n_keys, key_cap;
@@ -118,13 +132,95 @@ static int grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
 }
 
 static void scratch_free(Scratch *s) {
-    PyMem_RawFree(s->tokens); PyMem_RawFree(s->keys); PyMem_RawFree(s->found); PyMem_RawFree(s->seen);
+    PyMem_RawFree(s->tokens); PyMem_RawFree(s->bytes); PyMem_RawFree(s->keys); PyMem_RawFree(s->found); PyMem_RawFree(s->seen);
     PyMem_RawFree(s->uniq); PyMem_RawFree(s->count); PyMem_RawFree(s->dots);
 }
 
 static int push_token(Scratch *s, uint64_t h) {
     if (grow((void **)&s->tokens, &s->tok_cap, s->n_tokens + 1, sizeof(uint64_t)) < 0) return -1;
     s->tokens[s->n_tokens++] = h;
+    return 0;
+}
+
+/* MurmurHash3_x86_32 (Austin Appleby's public-domain reference, as scikit-learn compiles it), with
+ * the 4-byte blocks read little-endian: what scikit-learn computes on the little-endian machines it
+ * runs on. */
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static uint32_t murmurhash3_x86_32(const unsigned char *data, size_t len, uint32_t seed) {
+    const uint32_t c1 = 0xcc9e2d51, c2 = 0x1b873593;
+    uint32_t h = seed, k;
+    size_t blocks = len / 4;
+    for (size_t i = 0; i < blocks; i++) {
+        const unsigned char *b = data + 4 * i;
+        k = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        k *= c1; k = rotl32(k, 15); k *= c2;
+        h ^= k; h = rotl32(h, 13); h = h * 5 + 0xe6546b64;
+    }
+    const unsigned char *tail = data + 4 * blocks;
+    k = 0;
+    switch (len & 3) {
+    case 3: k ^= (uint32_t)tail[2] << 16; /* fall through */
+    case 2: k ^= (uint32_t)tail[1] << 8;  /* fall through */
+    case 1: k ^= tail[0]; k *= c1; k = rotl32(k, 15); k *= c2; h ^= k;
+    }
+    h ^= (uint32_t)len; /* the reference takes an int length: texts are far shorter than 2 GiB */
+    h ^= h >> 16; h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16;
+    return h;
+}
+
+/* A code point's UTF-8 bytes at p; surrogates too (as Python's "surrogatepass" writes them). */
+static inline Py_ssize_t put_utf8(unsigned char *p, Py_UCS4 c) {
+    if (c < 0x80) { p[0] = (unsigned char)c; return 1; }
+    if (c < 0x800) { p[0] = (unsigned char)(0xC0 | c >> 6); p[1] = (unsigned char)(0x80 | (c & 0x3F)); return 2; }
+    if (c < 0x10000) {
+        p[0] = (unsigned char)(0xE0 | c >> 12); p[1] = (unsigned char)(0x80 | (c >> 6 & 0x3F));
+        p[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    p[0] = (unsigned char)(0xF0 | c >> 18); p[1] = (unsigned char)(0x80 | (c >> 12 & 0x3F));
+    p[2] = (unsigned char)(0x80 | (c >> 6 & 0x3F)); p[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* Split a lower-cased text into its \w\w+ tokens (scikit-learn's token_pattern). A vocabulary model
+ * keeps each token's hash of code points in s->tokens. A hashed model keeps the tokens' UTF-8 bytes
+ * in s->bytes, one space after each, and in s->tokens where each starts, with one more entry after
+ * the last (its end + 1): so tokens i .. j - 1, joined by one space as scikit-learn joins an n-gram,
+ * are the bytes from tokens[i] to tokens[j] - 1. */
+static int tokenize(const LinearModel *m, int kind, const void *data, Py_ssize_t n, Scratch *s) {
+    int hashing = m->n_buckets > 0;
+    s->n_tokens = 0;
+    if (hashing) {
+        /* Per code point at most its UTF-8 width (by the string's kind) plus a space. */
+        Py_ssize_t per = kind == PyUnicode_1BYTE_KIND ? 3 : kind == PyUnicode_2BYTE_KIND ? 4 : 5;
+        if (n > (PY_SSIZE_T_MAX - 1) / per || grow((void **)&s->bytes, &s->bytes_cap, per * n + 1, 1) < 0)
+            return -1;
+    }
+    Py_ssize_t run = 0, used = 0, start = 0;
+    uint64_t h = token_start();
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        Py_UCS4 c = i < n ? PyUnicode_READ(kind, data, i) : ' ';
+        if (c < 128 ? ascii_word[c] : (Py_UNICODE_ISALNUM(c) || c == '_')) {
+            if (hashing) used += put_utf8(s->bytes + used, c);
+            else h = token_add(h, c);
+            run++;
+        } else {
+            if (run >= 2) { /* \w\w+ */
+                if (push_token(s, hashing ? (uint64_t)start : h) < 0) return -1;
+                if (hashing) s->bytes[used++] = ' ';
+            } else {
+                used = start; /* a one-character run is no token */
+            }
+            start = used;
+            run = 0;
+            h = token_start();
+        }
+    }
+    if (hashing) { /* the end + 1 of the last token, not a token */
+        if (push_token(s, (uint64_t)used) < 0) return -1;
+        s->n_tokens--;
+    }
     return 0;
 }
 
@@ -137,37 +233,32 @@ static inline int64_t probe(const LinearModel *m, uint64_t key) {
     return -1;
 }
 
-/* Score one lower-cased text into out[0 .. n_outputs - 1]. Touches no Python object, so it runs
- * without the GIL; returns -1 only when memory runs out. */
-static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize_t n, Scratch *s, double *out) {
-    s->n_tokens = 0;
-    Py_ssize_t run = 0;
-    uint64_t h = token_start();
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        Py_UCS4 c = i < n ? PyUnicode_READ(kind, data, i) : ' ';
-        if (c < 128 ? ascii_word[c] : (Py_UNICODE_ISALNUM(c) || c == '_')) {
-            h = token_add(h, c);
-            run++;
-        } else {
-            if (run >= 2 && push_token(s, h) < 0) return -1; /* \w\w+ */
-            run = 0;
-            h = token_start();
-        }
-    }
-
-    s->n_keys = 0;
+/* The slots of a text's n-grams (n from ngram_min to ngram_max, then by position) into s->found:
+ * a vocabulary model's n-grams that are in its vocabulary, a hashed model's buckets. Their count;
+ * -1 only when memory runs out. */
+static Py_ssize_t find_ngrams(const LinearModel *m, Scratch *s) {
     /* At most MAX_NGRAM sizes; the model checked 1 <= ngram_min <= ngram_max <= MAX_NGRAM. */
     Py_ssize_t sizes = m->ngram_max - m->ngram_min + 1;
     if (s->n_tokens > (PY_SSIZE_T_MAX - 1) / sizes) return -1;
-    Py_ssize_t most = s->n_tokens * sizes;
-    if (grow((void **)&s->keys, &s->key_cap, most + 1, sizeof(uint64_t)) < 0 ||
-        grow((void **)&s->found, &s->found_cap, most + 1, sizeof(int64_t)) < 0)
-        return -1;
+    Py_ssize_t most = s->n_tokens * sizes, n_found = 0;
+    if (grow((void **)&s->found, &s->found_cap, most + 1, sizeof(int64_t)) < 0) return -1;
+    if (m->n_buckets) {
+        for (int g = m->ngram_min; g <= m->ngram_max; g++)
+            for (Py_ssize_t i = 0; i + g <= s->n_tokens; i++) {
+                uint64_t from = s->tokens[i], to = s->tokens[i + g] - 1;
+                int32_t h = (int32_t)murmurhash3_x86_32(s->bytes + from, (size_t)(to - from), 0);
+                int64_t bucket = (int64_t)(llabs((long long)h) % m->n_buckets);
+                PREFETCH(&m->slots[bucket]);
+                s->found[n_found++] = bucket;
+            }
+        return n_found;
+    }
+    s->n_keys = 0;
+    if (grow((void **)&s->keys, &s->key_cap, most + 1, sizeof(uint64_t)) < 0) return -1;
     for (int g = m->ngram_min; g <= m->ngram_max; g++)
         for (Py_ssize_t i = 0; i + g <= s->n_tokens; i++) s->keys[s->n_keys++] = ngram_key(s->tokens + i, g);
 
     /* Probe with the slots of later keys already on their way from memory. */
-    Py_ssize_t n_found = 0;
     for (Py_ssize_t i = 0; i < s->n_keys && i < PREFETCH_DISTANCE; i++)
         PREFETCH(&m->slots[s->keys[i] & m->mask]);
     for (Py_ssize_t i = 0; i < s->n_keys; i++) {
@@ -176,6 +267,15 @@ static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize
         int64_t slot = probe(m, s->keys[i]);
         if (slot >= 0) s->found[n_found++] = slot;
     }
+    return n_found;
+}
+
+/* Score one lower-cased text into out[0 .. n_outputs - 1]. Touches no Python object, so it runs
+ * without the GIL; returns -1 only when memory runs out. */
+static int score_text(const LinearModel *m, int kind, const void *data, Py_ssize_t n, Scratch *s, double *out) {
+    if (tokenize(m, kind, data, n, s) < 0) return -1;
+    Py_ssize_t n_found = find_ngrams(m, s);
+    if (n_found < 0) return -1;
 
     /* Count repeated n-grams. */
     Py_ssize_t size = 64;
@@ -285,18 +385,16 @@ static inline double item_f64(const Py_buffer *b, Py_ssize_t i) {
     return v;
 }
 
-static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"vocabulary", "offsets", "coef", "idf", "intercept", "ngram_min",
-                             "ngram_max", "sublinear_tf", "l2", NULL};
-    Py_buffer blob, offsets, coef, idf, intercepts = {0};
-    PyObject *intercept_arg;
+/* What both constructors share: the intercept(s), the n-gram range, the arrays' sizes and the slots.
+ * n_buckets 0: a vocabulary model, whose entries blob and offsets describe; else a hashed model of
+ * n_buckets buckets (blob and offsets NULL). Every size comes from a model file: none is trusted. */
+static int model_init(LinearModel *self, Py_ssize_t n_buckets, const Py_buffer *blob, const Py_buffer *offsets,
+                      const Py_buffer *coef, const Py_buffer *idf, PyObject *intercept_arg, int ngram_min,
+                      int ngram_max, int sublinear, int l2) {
+    Py_buffer intercepts = {0};
     double intercept = 0.0;
-    int ngram_min, ngram_max, sublinear, l2, have_intercepts = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*y*Oiipp", kwlist, &blob, &offsets, &coef,
-                                     &idf, &intercept_arg, &ngram_min, &ngram_max, &sublinear, &l2))
-        return -1;
-    int rc = -1, built = 0;
-    Py_ssize_t K = 1;
+    int rc = -1, built = 0, have_intercepts = 0;
+    Py_ssize_t K = 1, n;
     if (self->slots) {
         PyErr_SetString(PyExc_RuntimeError, "model is already initialised");
         goto done;
@@ -321,20 +419,30 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
         intercept = PyFloat_AsDouble(intercept_arg);
         if (intercept == -1.0 && PyErr_Occurred()) goto done;
     }
-    /* Every size below comes from a model file: none is trusted. */
     if (ngram_min < 1 || ngram_max < ngram_min || ngram_max > MAX_NGRAM) {
         PyErr_Format(PyExc_ValueError, "ngram range (%d, %d) is not within 1..%d", ngram_min, ngram_max, MAX_NGRAM);
         goto done;
     }
-    Py_ssize_t n = coef.len / (Py_ssize_t)sizeof(double) / K;
-    if (coef.len % ((Py_ssize_t)sizeof(double) * K) || offsets.len % (Py_ssize_t)sizeof(int64_t) ||
-        offsets.len / (Py_ssize_t)sizeof(int64_t) - 1 != n ||
-        (idf.len != 0 && idf.len != n * (Py_ssize_t)sizeof(double))) {
-        PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n coefficients per output, n + 1 "
-                                          "offsets and 0 or n idf weights, each 8 bytes");
-        goto done;
+    if (n_buckets) {
+        n = n_buckets;
+        if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double) / K ||
+            coef->len != n * K * (Py_ssize_t)sizeof(double) ||
+            (idf->len != 0 && idf->len != n * (Py_ssize_t)sizeof(double))) {
+            PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n_buckets coefficients per output "
+                                              "and 0 or n_buckets idf weights, each 8 bytes");
+            goto done;
+        }
+    } else {
+        n = coef->len / (Py_ssize_t)sizeof(double) / K;
+        if (coef->len % ((Py_ssize_t)sizeof(double) * K) || offsets->len % (Py_ssize_t)sizeof(int64_t) ||
+            offsets->len / (Py_ssize_t)sizeof(int64_t) - 1 != n ||
+            (idf->len != 0 && idf->len != n * (Py_ssize_t)sizeof(double))) {
+            PyErr_SetString(PyExc_ValueError, "inconsistent model arrays: need n coefficients per output, n + 1 "
+                                              "offsets and 0 or n idf weights, each 8 bytes");
+            goto done;
+        }
     }
-    /* The table has at most 4n slots (a power of two at least 2n). */
+    /* A vocabulary's table has at most 4n slots (a power of two at least 2n); buckets have one each. */
     if (n > PY_SSIZE_T_MAX / 4 / (Py_ssize_t)sizeof(Slot) || (K > 1 && n > PY_SSIZE_T_MAX / 8 / K)) {
         PyErr_SetString(PyExc_ValueError, "too many features");
         goto done;
@@ -343,17 +451,20 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_ValueError, "the intercept is not finite");
         goto done;
     }
-    if (item_i64(&offsets, 0) != 0 || item_i64(&offsets, n) != blob.len) {
-        PyErr_SetString(PyExc_ValueError, "vocabulary offsets do not cover the vocabulary");
-        goto done;
-    }
-    /* From 0 to the vocabulary's length and never decreasing: so every entry lies inside it. */
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (item_i64(&offsets, i + 1) < item_i64(&offsets, i)) {
-            PyErr_SetString(PyExc_ValueError, "vocabulary offsets are not increasing");
+    if (!n_buckets) {
+        if (item_i64(offsets, 0) != 0 || item_i64(offsets, n) != blob->len) {
+            PyErr_SetString(PyExc_ValueError, "vocabulary offsets do not cover the vocabulary");
             goto done;
         }
+        /* From 0 to the vocabulary's length and never decreasing: so every entry lies inside it. */
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (item_i64(offsets, i + 1) < item_i64(offsets, i)) {
+                PyErr_SetString(PyExc_ValueError, "vocabulary offsets are not increasing");
+                goto done;
+            }
+    }
     self->n_features = n;
+    self->n_buckets = n_buckets;
     self->n_outputs = K;
     self->ngram_min = ngram_min;
     self->ngram_max = ngram_max;
@@ -361,7 +472,8 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
     self->l2 = l2;
     self->intercept = intercept;
     uint64_t size = 16;
-    while (size < (uint64_t)n * 2) size <<= 1;
+    if (n_buckets) size = (uint64_t)n_buckets;
+    else while (size < (uint64_t)n * 2) size <<= 1;
     self->mask = size - 1;
     self->slots = PyMem_Malloc((size_t)size * sizeof(Slot));
     if (!self->slots) { PyErr_NoMemory(); goto done; }
@@ -373,20 +485,23 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
         for (Py_ssize_t k = 0; k < K; k++) self->intercepts[k] = item_f64(&intercepts, k);
     }
     for (uint64_t i = 0; i < size; i++) self->slots[i].feature = -1;
-    const unsigned char *bytes = (const unsigned char *)blob.buf;
+    const unsigned char *bytes = blob ? (const unsigned char *)blob->buf : NULL;
     uint64_t tok[MAX_NGRAM];
     for (Py_ssize_t f = 0; f < n; f++) {
-        int64_t start = item_i64(&offsets, f);
-        int g = entry_tokens(bytes + start, (Py_ssize_t)(item_i64(&offsets, f + 1) - start), tok, ngram_max);
-        if (g < ngram_min || g > ngram_max) {
-            PyErr_Format(PyExc_ValueError, "vocabulary entry %zd is not a %d..%d-gram of word tokens", f,
-                         ngram_min, ngram_max);
-            goto done;
+        int g = 0;
+        if (!n_buckets) {
+            int64_t start = item_i64(offsets, f);
+            g = entry_tokens(bytes + start, (Py_ssize_t)(item_i64(offsets, f + 1) - start), tok, ngram_max);
+            if (g < ngram_min || g > ngram_max) {
+                PyErr_Format(PyExc_ValueError, "vocabulary entry %zd is not a %d..%d-gram of word tokens", f,
+                             ngram_min, ngram_max);
+                goto done;
+            }
         }
-        double weight = idf.len ? item_f64(&idf, f) : 1.0, c = item_f64(&coef, f);
+        double weight = idf->len ? item_f64(idf, f) : 1.0, c = item_f64(coef, f);
         int finite = 1;
         for (Py_ssize_t k = 0; k < K; k++) {
-            double ck = item_f64(&coef, k * n + f);
+            double ck = item_f64(coef, k * n + f);
             finite &= isfinite(ck);
             if (K > 1) self->weights[f * K + k] = ck * weight;
         }
@@ -394,6 +509,10 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
             PyErr_Format(PyExc_ValueError, "the %s of feature %zd is not finite", finite ? "idf" : "coefficient",
                          f);
             goto done;
+        }
+        if (n_buckets) { /* bucket f is slot f */
+            self->slots[f] = (Slot){0, f, weight, c * weight};
+            continue;
         }
         uint64_t key = ngram_key(tok, g);
         if (probe(self, key) >= 0) {
@@ -415,8 +534,54 @@ done:
         self->intercepts = self->weights = NULL;
     }
     if (have_intercepts) PyBuffer_Release(&intercepts);
+    return rc;
+}
+
+static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"vocabulary", "offsets", "coef", "idf", "intercept", "ngram_min",
+                             "ngram_max", "sublinear_tf", "l2", NULL};
+    Py_buffer blob, offsets, coef, idf;
+    PyObject *intercept_arg;
+    int ngram_min, ngram_max, sublinear, l2;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*y*Oiipp", kwlist, &blob, &offsets, &coef,
+                                     &idf, &intercept_arg, &ngram_min, &ngram_max, &sublinear, &l2))
+        return -1;
+    int rc = model_init(self, 0, &blob, &offsets, &coef, &idf, intercept_arg, ngram_min, ngram_max, sublinear, l2);
     PyBuffer_Release(&blob);
     PyBuffer_Release(&offsets);
+    PyBuffer_Release(&coef);
+    PyBuffer_Release(&idf);
+    return rc;
+}
+
+/* Every bucket index (at most 2**31 - 1) fits an int32, as in scikit-learn, which takes fewer buckets still
+ * (n_features < 2**31 - 1); bert2lr.limits.MAX_BUCKETS must agree. */
+#define MAX_BUCKETS ((long long)1 << 31)
+
+static int HashedLinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"n_buckets", "coef", "idf", "intercept", "ngram_min", "ngram_max", "sublinear_tf",
+                             "l2", NULL};
+    Py_buffer coef, idf;
+    PyObject *n_buckets_arg, *intercept_arg;
+    int ngram_min, ngram_max, sublinear, l2, overflow = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oy*y*Oiipp", kwlist, &n_buckets_arg, &coef, &idf,
+                                     &intercept_arg, &ngram_min, &ngram_max, &sublinear, &l2))
+        return -1;
+    int rc = -1;
+    long long n_buckets = -1;
+    if (!PyLong_Check(n_buckets_arg) || PyBool_Check(n_buckets_arg)) {
+        PyErr_Format(PyExc_TypeError, "n_buckets must be an int, not %.100s", Py_TYPE(n_buckets_arg)->tp_name);
+        goto done;
+    }
+    n_buckets = PyLong_AsLongLongAndOverflow(n_buckets_arg, &overflow);
+    if (n_buckets == -1 && PyErr_Occurred()) goto done;
+    if (overflow || n_buckets < 1 || n_buckets > MAX_BUCKETS) {
+        PyErr_SetString(PyExc_ValueError, "n_buckets is not within 1..2**31");
+        goto done;
+    }
+    rc = model_init(self, (Py_ssize_t)n_buckets, NULL, NULL, &coef, &idf, intercept_arg, ngram_min, ngram_max,
+                    sublinear, l2);
+done:
     PyBuffer_Release(&coef);
     PyBuffer_Release(&idf);
     return rc;
@@ -547,17 +712,38 @@ static PyTypeObject LinearModelType = {
     .tp_methods = LinearModel_methods,
 };
 
+/* The same object and methods as LinearModel; only the constructor differs. */
+static PyTypeObject HashedLinearModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bert2lr._featurize.HashedLinearModel",
+    .tp_basicsize = sizeof(LinearModel),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "HashedLinearModel(n_buckets, coef, idf, intercept, ngram_min, ngram_max, sublinear_tf, l2): a "
+              "linear model on n-grams hashed into n_buckets as scikit-learn's HashingVectorizer("
+              "alternate_sign=False) hashes them, scored in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HashedLinearModel_init,
+    .tp_dealloc = (destructor)LinearModel_dealloc,
+    .tp_methods = LinearModel_methods,
+};
+
 static struct PyModuleDef featurize_module = {
     PyModuleDef_HEAD_INIT, "_featurize", "Compiled scoring of bag-of-n-grams linear models.", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__featurize(void) {
-    if (PyType_Ready(&LinearModelType) < 0) return NULL;
+    if (PyType_Ready(&LinearModelType) < 0 || PyType_Ready(&HashedLinearModelType) < 0) return NULL;
     PyObject *m = PyModule_Create(&featurize_module);
     if (!m) return NULL;
     Py_INCREF(&LinearModelType);
     if (PyModule_AddObject(m, "LinearModel", (PyObject *)&LinearModelType) < 0) {
         Py_DECREF(&LinearModelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&HashedLinearModelType);
+    if (PyModule_AddObject(m, "HashedLinearModel", (PyObject *)&HashedLinearModelType) < 0) {
+        Py_DECREF(&HashedLinearModelType);
         Py_DECREF(m);
         return NULL;
     }

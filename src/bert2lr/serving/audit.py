@@ -16,7 +16,7 @@ def describe(lineage: dict) -> str:
     m, gate, teacher, git = lineage["metrics"], lineage["gate"], lineage["teacher"], lineage["git"]
     lines = [
         f"student        {lineage['model']['file']}  sha256 {lineage['model']['sha256']}",
-        f"               {lineage['model']['n_features']:,} n-gram features; made {lineage['created']}",
+        f"               {_features(lineage['model'])}; made {lineage['created']}",
         f"code           git {git['commit'] or 'unknown'}{' (dirty tree)' if git['dirty'] else ''}",
         *_describe_data(lineage),
     ]
@@ -35,6 +35,12 @@ def describe(lineage: dict) -> str:
         "versions       " + ", ".join(f"{k} {v}" for k, v in lineage["versions"].items()),
     ]
     return "\n".join(lines)
+
+
+def _features(model: dict) -> str:
+    if "n_buckets" in model:
+        return f"n-grams hashed into {model['n_buckets']:,} buckets"
+    return f"{model['n_features']:,} n-gram features"
 
 
 def _teacher_line(teacher: dict) -> str:

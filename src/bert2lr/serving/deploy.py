@@ -48,6 +48,7 @@ _SHA256 = (_sha256, "64 lowercase hex digits")
 _NUMBER = (_number, "a finite number")
 _COUNT = (lambda v: type(v) is int and v >= 0, "a whole number >= 0")
 _OBJECT = (lambda v: isinstance(v, dict), "an object")
+_BUCKETS = (lambda v: type(v) is int and v >= 1, "a whole number >= 1")
 # Every field that serving, predict and audit read, so that none of them meets a wrong type later;
 # "*" stands for each key of an object.
 _LINEAGE_FIELDS = {
@@ -104,7 +105,10 @@ def check_lineage(record: Path, lineage) -> dict:
         raise UserError(f"{record}: not a bert2lr lineage record (expected a JSON object)")
     teacher = lineage.get("teacher")
     source = teacher.get("source", "fine_tune") if isinstance(teacher, dict) else "fine_tune"
+    model = lineage.get("model")
     fields = {**_LINEAGE_FIELDS, **_DATA_FIELDS.get(lineage.get("format"), {}),
+              # a hashed student's record says so; a vocabulary student's has no such field
+              **({"model.n_buckets": _BUCKETS} if isinstance(model, dict) and "n_buckets" in model else {}),
               **({"teacher.source": _TEACHER_SOURCE} if isinstance(teacher, dict) and "source" in teacher else {}),
               **(_TEACHER_FIELDS.get(source, {}) if isinstance(source, str) else {})}
     for pattern, (valid, expected) in fields.items():

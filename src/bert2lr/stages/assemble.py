@@ -45,7 +45,10 @@ def assemble(candidate: Path, student_metrics: Path, data_source: str, data_file
     )
     with atomic_path(out_dir, directory=True) as tmp:
         shutil.copyfile(model_file, tmp / MODEL_FILE)
+        # n_features: coefficients per output (a hashed model's buckets); n_buckets only for a hashed
+        # model, so that a vocabulary model's record is what it always was.
         record["model"] = {"file": MODEL_FILE, "sha256": file_digest(tmp / MODEL_FILE),
-                           "n_features": model.n_features}
+                           "n_features": model.n_features,
+                           **({"n_buckets": model.n_buckets} if model.n_buckets else {})}
         write_json(tmp / lineage.LINEAGE_FILE, record)
     return record
