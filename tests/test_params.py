@@ -315,3 +315,10 @@ def test_embedded_teacher_limit_is_read_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "512"
+
+
+def test_the_bucket_count_allowed_is_what_a_hashed_model_file_may_hold():
+    from bert2lr.linear import MAX_BUCKETS
+
+    assert parse_params({"student": {"n_buckets": MAX_BUCKETS}}).student.n_buckets == MAX_BUCKETS
+    assert "'student.n_buckets' must be between 2 and" in one_line_error({"student": {"n_buckets": MAX_BUCKETS + 1}})

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from dvc_project import LOGITS, STAGES, changed, copy_project, ran, run, set_param
@@ -161,6 +162,23 @@ def test_student_key_reruns_only_what_follows_the_student(project):
     assert {Path(f).name for f in diff} <= {"baseline.json", "teacher.json", "student.json", "speed.json",
                                             "metrics.json"}
     assert any(Path(f).name == "speed.json" for f in diff)  # timings always move
+
+
+def test_a_hashed_student_runs_the_pipeline_and_deploys_like_the_vocabulary_student(project):
+    """student.features hashing: the stages after the student rerun, and the student they pack is
+    served, audited and scored from a file with no vocabulary."""
+    set_param(project, "student", "features", "hashing")
+    set_param(project, "student", "n_buckets", 4096)
+    assert ran(run("dvc", "repro", cwd=project).stdout) == AFTER_STUDENT
+    assert changed(project) == set()
+    metrics = json.loads((project / "metrics" / "student.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    with np.load(project / "models" / "student" / "model.npz") as model:
+        assert "vocabulary" not in model.files and model["coef"].shape[-1] == 4096
+    rows = run("bert2lr", "predict", "--allow-ungated", "great film", "awful plot", cwd=project).stdout.splitlines()
+    assert [json.loads(r)["label"] in {"pos", "neg"} for r in rows] == [True, True]
+    verified = run("bert2lr", "audit", "--verify", cwd=project)
+    assert "MISMATCH" not in verified.stdout and "features=hashing" in run("bert2lr", "audit", cwd=project).stdout
 
 
 def test_a_new_test_sample_does_not_refit_the_student(project):

@@ -555,7 +555,7 @@ static int LinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {
 }
 
 /* Every bucket index (at most 2**31 - 1) fits an int32, as in scikit-learn, which takes fewer buckets still
- * (n_features < 2**31 - 1); bert2lr.limits.MAX_BUCKETS must agree. */
+ * (n_features < 2**31 - 1); bert2lr.linear.MAX_BUCKETS must agree. */
 #define MAX_BUCKETS ((long long)1 << 31)
 
 static int HashedLinearModel_init(LinearModel *self, PyObject *args, PyObject *kwds) {

@@ -7,9 +7,6 @@ from bert2lr.errors import UserError
 # The longest n-gram the compiled scorer handles (in words). Parameters and model files that
 # ask for more are refused when they are read, not when the scorer runs.
 MAX_NGRAM = 8
-# The most buckets a hashed model may have: every bucket index (at most 2**31 - 1) fits an int32,
-# as in scikit-learn's feature hashing. The compiled scorer's MAX_BUCKETS must agree.
-MAX_BUCKETS = 2**31
 
 
 # The threads of the student's scorer and of the teacher's inference (ONNX Runtime, torch per process).

@@ -43,7 +43,7 @@ import numpy as np
 
 from bert2lr.errors import UserError
 from bert2lr.files import atomic_path
-from bert2lr.limits import MAX_BUCKETS, MAX_NGRAM, default_threads
+from bert2lr.limits import MAX_NGRAM, default_threads
 
 try:
     from bert2lr._featurize import HashedLinearModel as CompiledHashedScorer
@@ -53,6 +53,10 @@ except ImportError as exc:
     print(f"bert2lr: warning: the compiled scorer cannot be imported ({exc}); scoring in Python, "
           "with the same results, many times slower", file=sys.stderr)
 
+# The most buckets a hashed model may have: every bucket index (at most 2**31 - 1) fits an int32, as
+# in scikit-learn's feature hashing; params.py's student.n_buckets and the compiled scorer's
+# MAX_BUCKETS agree (a test checks params). Here, not in limits.py: every stage depends on that file.
+MAX_BUCKETS = 2**31
 MODEL_FILE = "model.npz"
 FORMAT = "bert2lr-linear-text/1"  # one output, the classes ("neg", "pos"): written whenever it fits
 # What a format /1 file means, for good: not imported from bert2lr.classes (whose CLASS_NAMES a test

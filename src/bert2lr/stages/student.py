@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bert2lr.classes import CLASS_NAMES
-from bert2lr.distill import train_student
-from bert2lr.files import atomic_path, read_logits, read_reviews
+from bert2lr.distill import fit_hashed_student, train_student
+from bert2lr.files import atomic_path, read_logits, read_reviews, read_transfer_shards
 from bert2lr.linear import MODEL_FILE, LinearTextModel
 from bert2lr.params import StudentParams
 
@@ -20,12 +20,19 @@ def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, out_dir:
     """Fit the student on the transfer set, its teacher logits and the labeled split; write out_dir/model.npz.
 
     classes: the names by label id (classes.json); the model file carries them, and the teacher's
-    logits must hold one column per class.
+    logits must hold one column per class. A hashed student (student.features hashing) reads the
+    transfer set one shard at a time, so that its memory does not grow with it.
     """
-    unlabeled_reviews = read_reviews(unlabeled)
     labeled_reviews = read_reviews(labeled, need_labels=True, n_classes=len(classes))
-    logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews], len(classes))
-    model = train_student(unlabeled_reviews, logits, labeled_reviews, p, classes)
+    if p.features == "hashing":
+        shards = (([r["text"] for r in shard_reviews], shard_logits)
+                  for shard_reviews, shard_logits in read_transfer_shards(unlabeled, teacher_logits, len(classes)))
+        model = fit_hashed_student(shards, p, [r["text"] for r in labeled_reviews],
+                                   [r["label"] for r in labeled_reviews], classes)
+    else:
+        unlabeled_reviews = read_reviews(unlabeled)
+        logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews], len(classes))
+        model = train_student(unlabeled_reviews, logits, labeled_reviews, p, classes)
     with atomic_path(out_dir, directory=True) as tmp:
         model.save(tmp / MODEL_FILE)
     return model
