@@ -14,7 +14,9 @@ of collisions and of rare n-grams that a vocabulary's min_df would drop.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -171,6 +173,7 @@ def fit_hashed_student(shards: Iterable[tuple[list[str], np.ndarray]], p: Studen
     if p.n_buckets > SKLEARN_MAX_BUCKETS:  # params.py allows the scorer's 2**31; HashingVectorizer stops one short
         raise UserError(f"params.yaml: 'student.n_buckets' ({p.n_buckets}) must be at most {SKLEARN_MAX_BUCKETS} "
                         "for scikit-learn's HashingVectorizer")
+    _free_shards_to_the_os()
     use_gold = p.gold_weight > 0 and len(gold_texts) > 0
     vectorizer = hashing_vectorizer(p)
     with tempfile.TemporaryDirectory(prefix="bert2lr-hashed-") as folder:
@@ -215,6 +218,28 @@ def fit_hashed_student(shards: Iterable[tuple[list[str], np.ndarray]], p: Studen
         coef, intercept = coef[0], float(intercept[0])
     return LinearTextModel.from_hashing(vectorizer, idf, coef, intercept, classes=classes,
                                         sublinear_tf=p.sublinear_tf)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def _free_shards_to_the_os() -> None:
+    """Keep every large array in a mapping of its own, unmapped when it is freed (glibc only).
+
+    glibc raises its mmap threshold to the size of each large block freed, after which shard-sized
+    arrays come from the heap, which fragments and is not given back: the fit's peak memory then grew
+    with the number of shards (measured on IMDB: 420 MB at 2 shards, 742 MB at 13). Fixing the
+    threshold, as MALLOC_MMAP_THRESHOLD_ would, kept it flat (416 and 421 MB). Process-wide, which
+    suits a stage's process; elsewhere than glibc nothing is changed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def _targets(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
