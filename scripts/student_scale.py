@@ -34,6 +34,21 @@ from bert2lr.files import read_logits, read_reviews, review_shards
 from bert2lr.linear import MODEL_FILE, LinearTextModel
 
 KINDS = ("tfidf", "hashing")
+PEAK_MARK = "student_scale: peak kB "
+# The stage's command in a process that reports its own peak resident memory as it exits (Linux's
+# VmHWM, which starts anew at exec). Not the wait4 of the child: Linux carries the parent's memory
+# into a forked child's ru_maxrss, and this parent holds the test half and the models it scored.
+REPORT_PEAK = f"""
+import atexit, sys
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    print("{PEAK_MARK}" + peak, file=sys.stderr, flush=True)
+atexit.register(report)
+sys.argv[0] = "bert2lr"
+from bert2lr.cli import main
+main()
+"""
 
 
 def run_stage(project: Path, work: Path, n_shards: int, features: str) -> dict:
@@ -47,20 +62,24 @@ def run_stage(project: Path, work: Path, n_shards: int, features: str) -> dict:
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
     params["student"] = {**params.get("student", {}), "features": features}
     (work / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    command = [sys.executable, "-m", "bert2lr", "student", "--unlabeled", "unlabeled", "--teacher-logits", "logits",
-               "--labeled", str(project / "data/splits/labeled.jsonl"),
-               "--classes", str(project / "data/splits/classes.json"), "--out", "model", "--params", "params.yaml"]
+    arguments = ["student", "--unlabeled", "unlabeled", "--teacher-logits", "logits",
+                 "--labeled", str(project / "data/splits/labeled.jsonl"),
+                 "--classes", str(project / "data/splits/classes.json"), "--out", "model", "--params", "params.yaml"]
     start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr_lines = []
+    child = subprocess.Popen([sys.executable, "-c", REPORT_PEAK, *arguments], cwd=work, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    stderr_lines, peak_kb = [], None
     for line in child.stderr:  # the stage's progress, passed on as it comes
+        if line.startswith(PEAK_MARK):
+            peak_kb = int(line[len(PEAK_MARK):])
+            continue
         stderr_lines.append(line)
         print(f"    {line.rstrip()}", file=sys.stderr, flush=True)
-    _, status, usage = os.wait4(child.pid, 0)
+    returncode = child.wait()
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if returncode != 0 or peak_kb is None:
         raise SystemExit(f"student_scale: `bert2lr student` failed for {features}:\n{''.join(stderr_lines[-5:])}")
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def serving_rates(models: dict[str, LinearTextModel], texts: list[str], rounds: int = 5) -> dict[str, float]:
