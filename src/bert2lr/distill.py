@@ -227,10 +227,10 @@ def _free_shards_to_the_os() -> None:
     """Keep every large array in a mapping of its own, unmapped when it is freed (glibc only).
 
     glibc raises its mmap threshold to the size of each large block freed, after which shard-sized
-    arrays come from the heap, which fragments and is not given back: the fit's peak memory then grew
-    with the number of shards (measured on IMDB: 420 MB at 2 shards, 742 MB at 13). Fixing the
-    threshold, as MALLOC_MMAP_THRESHOLD_ would, kept it flat (416 and 421 MB). Process-wide, which
-    suits a stage's process; elsewhere than glibc nothing is changed.
+    arrays come from the heap, which fragments and is not given back: the fit's peak memory then grows
+    with the number of shards (IMDB, scripts/student_scale.py: 420 MB at 2 shards, 459 MB at 13).
+    Fixing the threshold, as MALLOC_MMAP_THRESHOLD_ would, keeps it flat (416 and 420 MB).
+    Process-wide, which suits a stage's process; elsewhere than glibc nothing is changed.
     """
     if not sys.platform.startswith("linux"):
         return
