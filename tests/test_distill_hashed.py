@@ -77,6 +77,20 @@ def test_the_shards_a_transfer_set_comes_in_do_not_change_the_student():
     np.testing.assert_allclose(sharded.decision_function(probe), whole.decision_function(probe), rtol=1e-7, atol=1e-7)
 
 
+def test_the_stored_rows_go_where_they_are_told_and_are_removed(tmp_path):
+    p = StudentParams(features="hashing", n_buckets=256)
+    seen = []
+
+    def shards():
+        for k in range(3):
+            seen.append(sorted(path.name for path in tmp_path.rglob("*")))  # what the fit has stored so far
+            yield corpus(5, seed=20 + k), np.ones((5, 2))
+
+    fit_hashed_student(shards(), p, workdir=tmp_path)
+    assert seen[2] and any(name.endswith(".X.npz") for name in seen[2])  # rows of the first shards, on disk
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fit_student_with_hashing_is_the_streamed_fit_on_one_shard():
     p = StudentParams(features="hashing", n_buckets=1024)
     texts = corpus(30, seed=7)

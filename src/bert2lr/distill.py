@@ -158,7 +158,8 @@ CG_MAXITER = 2000
 
 
 def fit_hashed_student(shards: Iterable[tuple[list[str], np.ndarray]], p: StudentParams,
-                       gold_texts: list[str] = (), gold_labels: list[int] = (), classes=None) -> LinearTextModel:
+                       gold_texts: list[str] = (), gold_labels: list[int] = (), classes=None,
+                       workdir: Path | None = None) -> LinearTextModel:
     """The hashed student: ridge on the TF-IDF of hashed n-grams, fitted to the teacher's logits (and,
     weighted, the gold labels) shard by shard, with one shard and a few n_buckets vectors in memory.
 
@@ -169,6 +170,9 @@ def fit_hashed_student(shards: Iterable[tuple[list[str], np.ndarray]], p: Studen
     (X'WX - sw x̄x̄' + alpha I) w = X'W(y - ȳ), each product a pass over the stored shards.
     Passes over shards are sums, so the same solve runs across machines as an all-reduce per
     iteration (README, "Scale").
+
+    workdir: where the stored rows go (the system's temporary folder by default); they are removed
+    when the fit ends, and a fit killed on its way leaves them there.
     """
     if p.n_buckets > SKLEARN_MAX_BUCKETS:  # params.py allows the scorer's 2**31; HashingVectorizer stops one short
         raise UserError(f"params.yaml: 'student.n_buckets' ({p.n_buckets}) must be at most {SKLEARN_MAX_BUCKETS} "
@@ -176,7 +180,7 @@ def fit_hashed_student(shards: Iterable[tuple[list[str], np.ndarray]], p: Studen
     _free_shards_to_the_os()
     use_gold = p.gold_weight > 0 and len(gold_texts) > 0
     vectorizer = hashing_vectorizer(p)
-    with tempfile.TemporaryDirectory(prefix="bert2lr-hashed-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bert2lr-hashed-", dir=workdir) as folder:
         store = _ShardStore(Path(folder))
         df = np.zeros(p.n_buckets, dtype=np.int64)
         n_classes, scale_sum, n_transfer = None, 0.0, 0

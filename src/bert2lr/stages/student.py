@@ -24,15 +24,17 @@ def student_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, out_dir:
     transfer set one shard at a time, so that its memory does not grow with it.
     """
     labeled_reviews = read_reviews(labeled, need_labels=True, n_classes=len(classes))
-    if p.features == "hashing":
-        shards = (([r["text"] for r in shard_reviews], shard_logits)
-                  for shard_reviews, shard_logits in read_transfer_shards(unlabeled, teacher_logits, len(classes)))
-        model = fit_hashed_student(shards, p, [r["text"] for r in labeled_reviews],
-                                   [r["label"] for r in labeled_reviews], classes)
-    else:
-        unlabeled_reviews = read_reviews(unlabeled)
-        logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews], len(classes))
-        model = train_student(unlabeled_reviews, logits, labeled_reviews, p, classes)
     with atomic_path(out_dir, directory=True) as tmp:
+        if p.features == "hashing":
+            shards = (([r["text"] for r in shard_reviews], shard_logits) for shard_reviews, shard_logits
+                      in read_transfer_shards(unlabeled, teacher_logits, len(classes)))
+            # The stored rows (about 7 KB a review) go in the output's temporary folder: a killed fit
+            # leaves them where the next run's clean-up of that folder removes them, not in /tmp.
+            model = fit_hashed_student(shards, p, [r["text"] for r in labeled_reviews],
+                                       [r["label"] for r in labeled_reviews], classes, workdir=tmp)
+        else:
+            unlabeled_reviews = read_reviews(unlabeled)
+            logits = read_logits(teacher_logits, [r["id"] for r in unlabeled_reviews], len(classes))
+            model = train_student(unlabeled_reviews, logits, labeled_reviews, p, classes)
         model.save(tmp / MODEL_FILE)
     return model
