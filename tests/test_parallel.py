@@ -73,3 +73,31 @@ def test_torchrun_shares_a_stage_between_its_processes(workspace, exported, tmp_
                                rtol=0, atol=1e-5)
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["processes"] == 2 and info["agreement_with_torch"]["label_agreement"] == 1.0
+
+
+def test_a_process_joins_the_world_once_however_many_predictions_it_makes(workspace, exported, monkeypatch):
+    """Rejoining after destroy_process_group reuses the first group's keys in the launcher's store, and a
+    rank can then dial another's stale address (CI: "connectFullMesh ... Connection refused" when the
+    logits stage predicted twice under torchrun). So the second prediction must reuse the first's group."""
+    import socket
+
+    import torch.distributed as dist
+
+    from bert2lr.inference import _join_world, _leave_world
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                        "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    root, _, _ = workspace
+    teacher, p = TeacherParams(**TEACHER), LogitsParams(batch_size=8)
+    try:
+        first = _join_world(TEXTS[:5], root / "teacher", exported, teacher, p, "logits", (0, 0, 1))
+        group = dist.group.WORLD
+        second = _join_world(TEXTS[:5], root / "teacher", exported, teacher, p, "logits", (0, 0, 1))
+        assert dist.is_initialized() and dist.group.WORLD is group
+        np.testing.assert_array_equal(first, second)
+    finally:
+        _leave_world()

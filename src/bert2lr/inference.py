@@ -19,6 +19,7 @@ the unit of work (docs/design.md).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import uuid
@@ -127,6 +128,13 @@ def _worker(texts, model_dir, onnx_model, teacher, p, desc):
     return _join_world(texts, model_dir, onnx_model, teacher, p, desc, launched_world())
 
 
+def _leave_world():
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _join_world(texts, model_dir, onnx_model, teacher, p, desc, world_info):
     import torch.distributed as dist
 
@@ -135,11 +143,14 @@ def _join_world(texts, model_dir, onnx_model, teacher, p, desc, world_info):
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        return _score(texts, model_dir, onnx_model, teacher, p, desc, rank, local_rank, world, local_world)
-    finally:
-        dist.destroy_process_group()
+    # Joined once per process and left at exit. A second init after destroy_process_group reuses the
+    # first group's keys in the launcher's store (torch resets its group count), so a rank could read
+    # another's stale address and fail with "connectFullMesh ... Connection refused" (seen in CI when
+    # the logits stage predicted twice, for --against-torch).
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave_world)
+    return _score(texts, model_dir, onnx_model, teacher, p, desc, rank, local_rank, world, local_world)
 
 
 def predict(texts: list[str], model_dir: Path, onnx_model: Path | None, teacher: TeacherParams, p: LogitsParams,
