@@ -42,6 +42,7 @@ TINY_PARAMS = {
     # three shards (logits@0, @1, @2), the last one short
     "logits": {"batch_size": 8, "shard_size": 8, "shards": [0, 1, 2]},
     "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
+    "validation": {"folds": 2, "alpha": [2.0], "gold_weight": [0.0]},
 }
 
 
@@ -151,18 +152,22 @@ def workspace(tmp_path_factory, archive, tiny_bert):
 @pytest.fixture(scope="session")
 def student_dir(workspace, archive, tmp_path_factory) -> Path:
     """A deployable student with its lineage record, as the student, evaluate and assemble stages write it."""
-    from bert2lr.params import StudentParams
+    from bert2lr.params import BaselineParams, StudentParams, ValidationParams
     from bert2lr.stages.assemble import assemble
     from bert2lr.stages.evaluate import evaluate
     from bert2lr.stages.student import student_stage
+    from bert2lr.stages.validate import validate_stage
 
     root, _, _ = workspace
     s = root / "splits"
     work = tmp_path_factory.mktemp("student")
     p = StudentParams(features="tfidf", fit="ridge", target="margin")
     student_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl", work / "candidate", p)
+    validate_stage(s / "unlabeled.jsonl", root / "logits" / "unlabeled.npz", s / "labeled.jsonl",
+                   work / "metrics" / "validation.json", p, BaselineParams(ngram_max=2),
+                   ValidationParams(**TINY_PARAMS["validation"]))
     evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", work / "candidate",
-             root / "logits" / "test.npz", work / "metrics")
+             root / "logits" / "test.npz", work / "metrics", work / "metrics" / "validation.json")
     out = work / "student"
     assemble(work / "candidate", work / "metrics" / "student.json", "imdb",
              {role: archive for role in ("labeled", "unlabeled", "test")},

@@ -371,7 +371,7 @@ def test_a_truncated_hashed_file_is_refused(tmp_path):
 # A hashed student through the pipeline's evaluate and assemble, then deploy, predict, serve and audit.
 
 @pytest.fixture(scope="module")
-def hashed_student(workspace, archive, tmp_path_factory):
+def hashed_student(workspace, archive, student_dir, tmp_path_factory):
     """A hashed student of the teacher's margin, evaluated and assembled as the stages do it (gate forced
     open: a student of 20 reviews need not beat the baseline)."""
     from bert2lr.files import read_logits, read_reviews
@@ -392,7 +392,7 @@ def hashed_student(workspace, archive, tmp_path_factory):
     LinearTextModel.from_hashing(vectorizer, transformer.idf_, ridge.coef_, ridge.intercept_).save(
         work / "candidate" / "model.npz")
     evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", work / "candidate",
-             root / "logits" / "test.npz", work / "metrics")
+             root / "logits" / "test.npz", work / "metrics", student_dir.parent / "metrics" / "validation.json")
     assemble(work / "candidate", work / "metrics" / "student.json", "imdb",
              {role: archive for role in ("labeled", "unlabeled", "test")},
              {name: s / f"{name}.jsonl" for name in ("labeled", "unlabeled", "test", "test_full")},

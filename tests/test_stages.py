@@ -161,7 +161,8 @@ def test_student_stage_and_evaluate(workspace, student_dir, tmp_path):
     assert len(lineage["reviews"]["labeled"]) == 16
     assert LinearTextModel.load(student_dir).n_features == lineage["model"]["n_features"]
     results = evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", student_dir.parent / "candidate",
-                       root / "logits" / "test.npz", tmp_path / "metrics")
+                       root / "logits" / "test.npz", tmp_path / "metrics",
+                       student_dir.parent / "metrics" / "validation.json")
     assert set(results) == {"baseline", "teacher", "student"}
     for name, result in results.items():
         saved = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
@@ -212,7 +213,7 @@ def test_no_held_out_slice_trains_as_before(tmp_path, tiny_bert):
     assert len(held) == 3 and sorted(train + held) == list(range(10)) and hold_out(10, 3, 0) == (train, held)
 
 
-def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, student_dir, tmp_path):
+def test_the_gate_is_decided_on_validation_and_assemble_packs_it(workspace, student_dir, tmp_path):
     from bert2lr.scoring import quality_gate
     from bert2lr.stages.assemble import assemble
 
@@ -220,8 +221,11 @@ def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, st
     s = root / "splits"
     candidate = student_dir.parent / "candidate"
     metrics = json.loads((student_dir.parent / "metrics" / "student.json").read_text())
-    baseline = json.loads((student_dir.parent / "metrics" / "baseline.json").read_text())
-    assert metrics["gate"] == quality_gate(metrics["accuracy"], baseline["accuracy"])
+    validation = json.loads((student_dir.parent / "metrics" / "validation.json").read_text())
+    # the gate compares cross-validated accuracies on the labeled split, never the test sample's
+    assert metrics["gate"] == validation["gate"] == quality_gate(validation["student"]["accuracy"],
+                                                                 validation["baseline"]["accuracy"])
+    assert metrics["validation_accuracy"] == validation["student"]["accuracy"]
     lineage = json.loads((student_dir / "lineage.json").read_text())
     assert lineage["gate"] == metrics["gate"] and lineage["metrics"]["accuracy"] == metrics["accuracy"]
     assert (student_dir / "model.npz").read_bytes() == (candidate / "model.npz").read_bytes()
@@ -239,3 +243,14 @@ def test_evaluate_owns_the_gate_and_assemble_packs_what_it_decided(workspace, st
         assemble(candidate, tmp_path / "student.json", "imdb", {"labeled": s / "labeled.jsonl"}, splits, root / "teacher",
                  root / "logits" / "unlabeled.npz", tmp_path / "out", StudentParams())
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '{"gate": {"passed": true}}', "not json"])
+def test_evaluate_refuses_a_record_that_is_not_validations(workspace, student_dir, tmp_path, record):
+    root, _, _ = workspace
+    s = root / "splits"
+    (tmp_path / "validation.json").write_text(record)
+    with pytest.raises(UserError, match=r"validation.json: (not a validation record|validation record is not valid)"):
+        evaluate(s / "test.jsonl", s / "test_full.jsonl", root / "baseline", student_dir.parent / "candidate",
+                 root / "logits" / "test.npz", tmp_path / "metrics", tmp_path / "validation.json")
+    assert not (tmp_path / "metrics").exists()

@@ -59,24 +59,47 @@ def fit_student(texts: list[str], teacher_logits: np.ndarray, p: StudentParams,
     _check_gold(gold_texts, gold_labels, n_classes, p)
     if p.features == "hashing":
         return fit_hashed_student([(list(texts), teacher_logits)], p, gold_texts, gold_labels, classes)
-    margin = teacher_logits[:, 1] - teacher_logits[:, 0]
     use_gold = p.gold_weight > 0 and len(gold_texts) > 0
     all_texts = list(texts) + (list(gold_texts) if use_gold else [])
+    vectorizer, X = vectorize(all_texts, p)
+    coef, intercept = fit_features(X, teacher_logits, np.asarray(gold_labels) if use_gold else np.zeros(0, int), p)
+    return LinearTextModel.from_sklearn(vectorizer, coef, intercept, classes=classes)
+
+
+def vectorize(texts: list[str], p: StudentParams):
+    """The fitted vectorizer of student.features (count or tfidf) and its rows for `texts`."""
     vectorizer = make_vectorizer(p)
     try:
-        X = vectorizer.fit_transform(all_texts)
+        X = vectorizer.fit_transform(texts)
     except ValueError as exc:  # scikit-learn: no n-gram is in min_df reviews (or none at all)
-        raise UserError(f"student: no n-gram to learn from in the {len(all_texts)} training reviews with "
+        raise UserError(f"student: no n-gram to learn from in the {len(texts)} training reviews with "
                         f"student.min_df={p.min_df} ({exc})") from None
     log.info("student: %d reviews x %d features (%s, 1-%d grams)", X.shape[0], X.shape[1], p.features, p.ngram_max)
-    weight = np.ones(X.shape[0])
-    gold = np.asarray(gold_labels) if use_gold else np.zeros(0, dtype=int)
-    if use_gold:
-        weight[len(texts):] = p.gold_weight
+    return vectorizer, X
 
+
+def fit_features(X, teacher_logits: np.ndarray, gold: np.ndarray, p: StudentParams):
+    """coef and intercept of the student on feature rows X: the transfer reviews' rows (one per row of
+    teacher_logits), then those of the gold reviews labeled `gold` (weighted by student.gold_weight).
+
+    Two classes give one linear function (coef a vector, intercept a float), K > 2 give K.
+    Cross-validation (validation.py) calls it on row subsets of one vectorized matrix.
+    """
+    n_transfer, n_classes = teacher_logits.shape
+    margin = teacher_logits[:, 1] - teacher_logits[:, 0]
+    weight = np.ones(X.shape[0])
+    weight[n_transfer:] = p.gold_weight
+    if p.nb_weighting:
+        if n_classes > 2:
+            raise UserError(f"student.nb_weighting: the naive-Bayes ratio is of two classes; these logits have "
+                            f"{n_classes} (set student.nb_weighting: false)")
+        # Fitting on X r and returning coef r is the model on X: the deployed format does not change.
+        r = nb_ratio(X, np.concatenate([margin > 0, gold == 1]))
+        coef, intercept = fit_features(X @ sparse.diags(r), teacher_logits, gold, p.model_copy(
+            update={"nb_weighting": False}))
+        return coef * r, intercept
     if n_classes > 2:
-        coef, intercept = _fit_classes(X, teacher_logits, weight, gold, len(texts), p)
-        return LinearTextModel.from_sklearn(vectorizer, coef, intercept, classes=classes)
+        return _fit_classes(X, teacher_logits, weight, gold, n_transfer, p)
     if p.fit == "logistic":
         # Soft targets: each review appears once per class, weighted by the teacher's probability.
         prob = np.concatenate([sigmoid(margin / p.temperature), gold.astype(float)])
@@ -85,21 +108,30 @@ def fit_student(texts: list[str], teacher_logits: np.ndarray, p: StudentParams,
         w2 = np.concatenate([weight * prob, weight * (1 - prob)])
         estimator = LogisticRegression(C=1.0 / max(p.alpha, 1e-12), max_iter=1000)
         estimator.fit(X2, y2, sample_weight=w2)
-        coef, intercept = estimator.coef_[0], estimator.intercept_[0]
+        return estimator.coef_[0], float(estimator.intercept_[0])
+    # Gold labels become logits as confident as the teacher's typical one.
+    scale = float(np.mean(np.abs(margin))) if len(margin) else 1.0
+    gold_margin = np.where(gold == 1, scale, -scale)
+    if p.target == "logits":
+        y = np.vstack([teacher_logits, np.column_stack([-gold_margin / 2, gold_margin / 2])])
     else:
-        # Gold labels become logits as confident as the teacher's typical one.
-        scale = float(np.mean(np.abs(margin))) if len(margin) else 1.0
-        gold_margin = np.where(gold == 1, scale, -scale)
-        if p.target == "logits":
-            y = np.vstack([teacher_logits, np.column_stack([-gold_margin / 2, gold_margin / 2])])
-        else:
-            y = np.concatenate([margin, gold_margin])
-        estimator = LinearRegression() if p.fit == "least_squares" else Ridge(alpha=p.alpha)
-        estimator.fit(X, y, sample_weight=weight)
-        coef, intercept = estimator.coef_, estimator.intercept_
-        if p.target == "logits":
-            coef, intercept = coef[1] - coef[0], intercept[1] - intercept[0]
-    return LinearTextModel.from_sklearn(vectorizer, coef, float(intercept), classes=classes)
+        y = np.concatenate([margin, gold_margin])
+    estimator = LinearRegression() if p.fit == "least_squares" else Ridge(alpha=p.alpha)
+    estimator.fit(X, y, sample_weight=weight)
+    coef, intercept = estimator.coef_, estimator.intercept_
+    if p.target == "logits":
+        coef, intercept = coef[1] - coef[0], intercept[1] - intercept[0]
+    return coef, float(intercept)
+
+
+def nb_ratio(X, positive: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
+    """|log-count ratio| of each feature (Wang & Manning 2012): log of its share of the positive
+    reviews' binarized features over its share of the negative reviews', smoothed, in absolute value
+    (the sign is the fit's to find; the size is how much it may say)."""
+    present = (X != 0).astype(np.float64).tocsr()
+    pos = smoothing + np.asarray(present[positive].sum(axis=0)).ravel()
+    neg = smoothing + np.asarray(present[~positive].sum(axis=0)).ravel()
+    return np.abs(np.log((pos / pos.sum()) / (neg / neg.sum())))
 
 
 def _fit_classes(X, teacher_logits: np.ndarray, weight: np.ndarray, gold: np.ndarray, n_transfer: int,

@@ -13,7 +13,8 @@ from bert2lr.classes import CLASS_NAMES
 from bert2lr.files import read_reviews
 
 MODELS = ("baseline", "teacher", "student")
-GATE_RULE = "the student's accuracy on the test sample exceeds the baseline's"
+GATE_RULE = ("the student's accuracy exceeds the baseline's in cross-validation on the labeled split "
+             "(validation, never test)")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def agreement(a, b) -> float:
 
 
 def quality_gate(student_accuracy: float, baseline_accuracy: float) -> dict:
-    """May this student be deployed? It must beat the baseline on the test sample."""
+    """May this student be deployed? It must beat the baseline on validation (the validate stage)."""
     margin = student_accuracy - baseline_accuracy
     return {"passed": bool(margin > 0), "baseline_accuracy": baseline_accuracy, "margin": round(margin, 4),
             "rule": GATE_RULE}

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-
 from bert2lr.classes import CLASS_NAMES
 from bert2lr.errors import UserError
 from bert2lr.files import atomic_path
 from bert2lr.linear import MODEL_FILE, LinearTextModel
 from bert2lr.params import BaselineParams
+from bert2lr.baseline_model import baseline_estimator
 
 
 def train_baseline(texts: list[str], labels: list[int], out_dir: Path, p: BaselineParams,
@@ -27,10 +24,10 @@ def train_baseline(texts: list[str], labels: list[int], out_dir: Path, p: Baseli
     if missing:
         raise UserError(f"the labeled split holds no review of the class(es) {', '.join(missing)}; "
                         "the baseline needs every class (raise split.n_labeled)")
-    vectorizer = CountVectorizer(ngram_range=(1, p.ngram_max))
-    classifier = LogisticRegression(C=p.C, max_iter=p.max_iter)
+    estimator = baseline_estimator(p)
+    vectorizer, classifier = estimator[0], estimator[-1]
     try:
-        make_pipeline(vectorizer, classifier).fit(texts, labels)
+        estimator.fit(texts, labels)
     except ValueError as exc:  # scikit-learn: the labeled texts hold no word of two letters or more
         raise UserError(f"baseline: no n-gram to learn from in the {len(texts)} labeled reviews ({exc})") from None
     if len(classes) == 2:
