@@ -13,8 +13,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = {"logits@0", "logits@1", "logits@2"}  # the transfer set's shards (TINY_PARAMS: 20 reviews, 8 a shard)
-LOGITS = {*SHARDS, "test_logits"}
-STAGES = {"fetch", "prepare", "baseline", "teacher", "export", *LOGITS, "student", "evaluate", "assemble", "curve",
+LOGITS = {*SHARDS, "test_logits", "test_full_logits"}
+STAGES = {"fetch", "prepare", "baseline", "teacher", "export", *LOGITS, "student", "validate", "evaluate", "assemble", "curve",
           "speed"}
 # `dvc` and `bert2lr` run as modules of this interpreter, not from PATH. The stages' commands call
 # `bert2lr` through the shell, as dvc.yaml says, so PATH holds this interpreter's folder: that is what

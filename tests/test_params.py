@@ -158,10 +158,15 @@ ACCEPTED = {
     "student.min_df": [10**12],  # the student stage: "no n-gram to learn from"
     "student.max_features": [10**12],  # keep all n-grams
     "student.sublinear_tf": [True],
+    "student.nb_weighting": [True],
     "student.alpha": [0, 10**12, 1e300],  # 0: least squares; huge: a near-constant finite model
     "student.temperature": [10**12, 1e300],  # soft labels of 0.5: a near-constant finite model
     "student.gold_weight": [0],
     "curve.sizes": [[10**12]],  # capped at the transfer set's size
+    "logits.test_half": [True],
+    "validation.seed": [0],
+    "validation.alpha": [[0], [10**12], [1e300]],  # as student.alpha
+    "validation.gold_weight": [[0]],  # as student.gold_weight
 }
 
 

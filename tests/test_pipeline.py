@@ -19,9 +19,9 @@ from dvc_project import LOGITS, STAGES, changed, copy_project, ran, run, set_par
 
 pytestmark = pytest.mark.slow
 # What consumes the student or its settings: the scores, the learning curve and the benchmark.
-AFTER_STUDENT = {"student", "evaluate", "assemble", "curve", "speed"}
+AFTER_STUDENT = {"student", "validate", "evaluate", "assemble", "curve", "speed"}
 # What loads or scores a linear model (and so runs linear.py and the compiled scorer).
-SCORES_LINEAR_MODELS = {"baseline", "student", "evaluate", "assemble", "curve", "speed"}
+SCORES_LINEAR_MODELS = {"baseline", "student", "validate", "evaluate", "assemble", "curve", "speed"}
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def test_full_repro_writes_every_metric(project, reproduced):
     files = next(iter(shown.values()))["data"]
     assert {Path(f).name for f in files} == {"baseline.json", "teacher.json", "student.json", "speed.json",
                                              "metrics.json",  # dvclive's summary of the teacher's training
-                                             "test.json"}  # the test logits' rate and agreement with torch
+                                             "test.json",  # the test logits' rate and agreement with torch
+                                             "test_full.json",  # the test half's: skipped by default
+                                             "validation.json"}  # cross-validation and the gate
     inference = files[next(f for f in files if f.endswith("teacher_inference/test.json"))]["data"]
     assert inference["backend"] == "onnxruntime" and inference["agreement_with_torch"]["label_agreement"] == 1.0
     training = json.loads((project / "metrics" / "teacher_training" / "metrics.json").read_text())
@@ -156,11 +158,11 @@ def test_round_trip_through_an_s3_remote(project, tmp_path, s3_server):
 def test_student_key_reruns_only_what_follows_the_student(project):
     set_param(project, "student", "alpha", 2.0)
     # dvc status lists the stages whose own inputs changed; assemble records the settings in the lineage
-    assert changed(project) == {"student", "assemble", "curve"}
+    assert changed(project) == {"student", "validate", "assemble", "curve"}
     assert ran(run("dvc", "repro", cwd=project).stdout) == AFTER_STUDENT
     diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=project).stdout)
     assert {Path(f).name for f in diff} <= {"baseline.json", "teacher.json", "student.json", "speed.json",
-                                            "metrics.json"}
+                                            "metrics.json", "validation.json"}
     assert any(Path(f).name == "speed.json" for f in diff)  # timings always move
 
 
@@ -179,6 +181,22 @@ def test_a_hashed_student_runs_the_pipeline_and_deploys_like_the_vocabulary_stud
     assert [json.loads(r)["label"] in {"pos", "neg"} for r in rows] == [True, True]
     verified = run("bert2lr", "audit", "--verify", cwd=project)
     assert "MISMATCH" not in verified.stdout and "features=hashing" in run("bert2lr", "audit", cwd=project).stdout
+
+
+def test_the_teacher_on_the_whole_test_half_is_a_flag(project):
+    """logits.test_half: off, the test half's stage writes no logits and the teacher is scored on the
+    sample; on, it scores the half and evaluate compares student and teacher on all of it."""
+    teacher = json.loads((project / "metrics" / "teacher.json").read_text())
+    assert "test_full" not in teacher
+    assert json.loads((project / "metrics" / "teacher_inference" / "test_full.json").read_text())["skipped"] is True
+    set_param(project, "logits", "test_half", True)
+    assert changed(project) == {"test_full_logits"}
+    assert ran(run("dvc", "repro", cwd=project).stdout) == {"test_full_logits", "evaluate", "assemble", "speed"}
+    teacher = json.loads((project / "metrics" / "teacher.json").read_text())
+    student = json.loads((project / "metrics" / "student.json").read_text())
+    assert teacher["test_full"]["n"] == student["test_full"]["n"] == 20
+    assert 0 <= student["test_full"]["agreement_with_teacher"] <= 1
+    assert json.loads((project / "metrics" / "teacher_inference" / "test_full.json").read_text())["n"] == 20
 
 
 def test_a_new_test_sample_does_not_refit_the_student(project):

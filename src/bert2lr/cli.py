@@ -112,6 +112,9 @@ def logits(teacher: In, onnx: In, reviews: In, out: Out,
            info: Annotated[Path, typer.Option(help="where to write the inference rate (JSON)")],
            against_torch: Annotated[bool, typer.Option(
                help="also score in torch and record the back end's label agreement with it")] = False,
+           test_half: Annotated[bool, typer.Option(
+               help="these are the whole test half: scored only where logits.test_half is true, else an "
+                    "empty file")] = False,
            params: ParamsFile = PARAMS) -> None:
     """Cache the teacher's raw logits on one split of reviews (the test sample or a transfer-set shard).
 
@@ -122,7 +125,8 @@ def logits(teacher: In, onnx: In, reviews: In, out: Out,
     check_teacher_length(p.teacher, teacher, str(params))  # the fine-tuned folder is what runs
     from bert2lr.stages.logits import teacher_logits
 
-    teacher_logits(teacher, onnx, reviews, out, info, p.teacher, p.logits, against_torch)
+    teacher_logits(teacher, onnx, reviews, out, info, p.teacher, p.logits, against_torch,
+                   skip=test_half and not p.logits.test_half)
 
 
 @app.command()
@@ -135,13 +139,27 @@ def student(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: Pa
 
 
 @app.command()
+def validate(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS,
+             classes: Classes = None) -> None:
+    """Cross-validate the student's settings and the baseline on the labeled split; decide the gate."""
+    from bert2lr.stages.validate import validate_stage
+
+    p = load_params(params)
+    validate_stage(unlabeled, teacher_logits, labeled, out, p.student, p.baseline, p.validation, _classes(classes))
+
+
+@app.command()
 def evaluate(test: In, test_full: In, baseline: In, student: In, teacher_logits: In,
-             metrics_dir: Out) -> None:
-    """Score the three models on the same test reviews, decide the student's gate; print the reports."""
+             validation: Annotated[Path, typer.Option(help="the validate stage's record, with the gate")],
+             metrics_dir: Out,
+             teacher_half_logits: Annotated[Optional[Path], typer.Option(
+                 help="the teacher's logits on the whole test half (an empty file: not scored)")] = None) -> None:
+    """Score the three models on the same test reviews for the report; print them."""
     from bert2lr.scoring import render_side_by_side
     from bert2lr.stages.evaluate import evaluate as run
 
-    typer.echo(render_side_by_side(run(test, test_full, baseline, student, teacher_logits, metrics_dir)))
+    typer.echo(render_side_by_side(run(test, test_full, baseline, student, teacher_logits, metrics_dir,
+                                       validation, teacher_half_logits)))
 
 
 @app.command()

@@ -231,6 +231,11 @@ class LogitsParams(_Group):
     # to 1e-5, so changing it reruns nothing.
     processes: int = Field(1, ge=1, le=MAX_PROCESSES,
                            description="processes that score a shard together (torch.distributed; e.g. one per GPU)")
+    # Off by default for time: the teacher on 25,000 IMDB test reviews takes about 14 minutes here,
+    # which the 45-minute default pipeline cannot spare; the README's comparison on the whole half is
+    # a run with it on.
+    test_half: bool = Field(False, description="also score the whole test half with the teacher (test_full_logits), "
+                                              "so that student and teacher are compared on all of it")
 
 
 class StudentParams(_Group):
@@ -245,6 +250,10 @@ class StudentParams(_Group):
     n_buckets: int = Field(2**21, ge=2, le=2**31, description="with hashing: buckets the n-grams are hashed into "
                                                               "(memory and model size grow with it, not with the data)")
     sublinear_tf: bool = Field(True, description="with tfidf or hashing: 1 + log(count) instead of the count")
+    # Wang & Manning 2012 (NBSVM): each feature scaled by |log-count ratio| of the two classes, which
+    # for ridge is a per-feature prior: n-grams that separate the classes are penalised less.
+    nb_weighting: bool = Field(False, description="with two classes and count or tfidf: scale each n-gram by its "
+                                                  "naive-Bayes log-count ratio (teacher labels and gold labels)")
     target: Literal["logits", "margin", "soft_label"] = Field(
         "margin", description="regress both logits, their margin, or fit the tempered probabilities")
     fit: Literal["least_squares", "ridge", "logistic"] = Field(
@@ -266,6 +275,8 @@ class StudentParams(_Group):
         # meaning without a vocabulary, so asking for one is refused rather than ignored.
         if self.features == "hashing" and self.fit != "ridge":
             raise ValueError("'student.features: hashing' needs 'student.fit: ridge'")
+        if self.features == "hashing" and self.nb_weighting:
+            raise ValueError("'student.nb_weighting' works with a vocabulary ('student.features: tfidf' or count)")
         if self.features == "hashing" and self.max_features is not None:
             raise ValueError("'student.max_features' keeps a vocabulary's most frequent n-grams; with "
                              "'student.features: hashing' set 'student.n_buckets' instead (max_features: null)")
@@ -276,6 +287,19 @@ class CurveParams(_Group):
     sizes: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [1000, 2000, 5000, 12000, 24000],
         description="transfer-set sizes of the learning curve (the whole transfer set is always one)")
+
+
+class ValidationParams(_Group):
+    folds: int = Field(5, ge=2, le=20, description="folds of the labeled split's cross-validation, on which the "
+                                                  "student's settings and its quality gate are chosen (never on test)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the folds")
+    # One at a time, not a grid: each value costs a ridge fit per fold on the whole transfer set.
+    alpha: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.5, 2.0],
+        description="student.alpha values cross-validated beside the configured one, at the configured gold_weight")
+    gold_weight: list[Annotated[float, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=lambda: [0.0, 0.5, 2.0],
+        description="student.gold_weight values cross-validated beside the configured one, at the configured alpha")
 
 
 def _empty_group(value):
@@ -297,6 +321,7 @@ class Params(_Group):
     logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
     student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
     curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
+    validation: Annotated[ValidationParams, BeforeValidator(_empty_group)] = Field(default_factory=ValidationParams)
 
     @model_validator(mode="after")
     def _shards_cover_transfer_set(self):

@@ -40,12 +40,14 @@ def looked_up_logits(model_dir: Path, card: dict, ids: list[str]) -> np.ndarray:
 
 
 def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Path, info_out: Path,
-                   teacher: TeacherParams, p: LogitsParams, against_torch: bool = False) -> dict | None:
+                   teacher: TeacherParams, p: LogitsParams, against_torch: bool = False,
+                   skip: bool = False) -> dict | None:
     """Write `out` (ids, logits) for the reviews in reviews_path, and the inference rate to info_out.
 
     onnx_dir: the export stage's folder, whose model ONNX Runtime runs where logits.backend is
     onnxruntime (on a CPU). against_torch: also score the reviews in torch and record how often the
-    back end's labels agree with torch's (the test sample's stage does, on every run).
+    back end's labels agree with torch's (the test sample's stage does, on every run). skip: write
+    no logits (an empty file, and info saying so), for the test half's stage with logits.test_half off.
 
     The rate lives apart from the logits: a wall-clock number inside a cached output would
     change its hash on every rerun, and with it dvc.lock and everything that reads it.
@@ -53,6 +55,14 @@ def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Pat
     """
     card_path = Path(model_dir) / TEACHER_CARD
     card = read_json(card_path, "teacher card") if card_path.is_file() else {}
+    if skip:
+        n_classes = len(card["classes"]) if "classes" in card else \
+            len(read_json(Path(model_dir) / "config.json", "teacher config")["id2label"])
+        write_logits(out, [], np.zeros((0, n_classes), dtype=np.float32))
+        info = {"n": 0, "skipped": True}
+        log.info("logits: %s: not scored (logits.test_half is false)", reviews_path)
+        write_json(info_out, info)
+        return info
     reviews = read_reviews(reviews_path)
     ids = [r["id"] for r in reviews]
     name = Path(reviews_path).as_posix()
