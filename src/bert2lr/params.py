@@ -278,6 +278,22 @@ class CurveParams(_Group):
         description="transfer-set sizes of the learning curve (the whole transfer set is always one)")
 
 
+MAX_MIN_WORDS = 1000  # a sentence of a thousand words is no short text; more is a typo
+
+
+class ShortTextsParams(_Group):
+    # Sizes have no upper bound: a size beyond the sentences there are takes them all (the metrics
+    # record how many), since how many there are depends on min_words and on the texts.
+    n_test_sentences: int = Field(
+        5000, ge=1, description="sentences sampled from the test sample, each labeled with its review's gold label, "
+                                "on which teacher and student are measured (all of them where there are fewer)")
+    n_transfer_sentences: int = Field(
+        0, ge=0, description="sentences sampled from the transfer set, scored by the teacher and added to the "
+                             "student's transfer set (0: none; all of them where there are fewer)")
+    min_words: int = Field(4, ge=1, le=MAX_MIN_WORDS, description="words a sentence needs to be sampled")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the sentence samples")
+
+
 def _empty_group(value):
     """`student:` with nothing under it, or an empty file, means the defaults."""
     return {} if value is None else value
@@ -297,6 +313,8 @@ class Params(_Group):
     logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
     student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
     curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
+    short_texts: Annotated[ShortTextsParams, BeforeValidator(_empty_group)] = Field(
+        default_factory=ShortTextsParams)
 
     @model_validator(mode="after")
     def _shards_cover_transfer_set(self):
