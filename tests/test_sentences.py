@@ -114,6 +114,27 @@ def test_sentences_stage_writes_labeled_test_and_unlabeled_transfer_sentences(wo
         read_reviews(tmp_path / "u3.jsonl")
 
 
+def test_a_teacher_of_precomputed_scores_gets_no_sentences(workspace, tmp_path):
+    """Its table has a score per text it was made for, none for a sentence: both files empty."""
+    root, _, _ = workspace
+    s = root / "splits"
+    counts = sentences_stage(s / "test.jsonl", s / "unlabeled.jsonl", tmp_path / "t.jsonl", tmp_path / "u.jsonl",
+                             ShortTextsParams(), scores_teacher=True)
+    assert counts == {"test": 0, "transfer": 0} and (tmp_path / "t.jsonl").read_bytes() == b""
+    message = one_line_error({"teacher": {"source": "scores", "scores_path": "s.csv", "scores_columns": {"a": "b"}},
+                              "short_texts": {"n_transfer_sentences": 10}})
+    assert "'short_texts.n_transfer_sentences' (10) must be 0 with 'teacher.source: scores'" in message
+
+
+def one_line_error(raw) -> str:
+    from bert2lr.params import parse_params
+
+    with pytest.raises(UserError) as info:
+        parse_params(raw)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
 def test_sentences_stage_refuses_a_min_words_no_sentence_has(workspace, tmp_path):
     root, _, _ = workspace
     s = root / "splits"
@@ -173,6 +194,12 @@ def test_short_texts_compares_teacher_and_student_on_sentences_and_reviews(works
     for r in (sentences, reviews):
         assert 0 <= r["student_accuracy"] <= 1 and 0 <= r["teacher_accuracy"] <= 1 and 0 <= r["agreement"] <= 1
         assert r["ratio"] == pytest.approx(r["student_accuracy"] / r["teacher_accuracy"], abs=1e-4)
+    # no sentences (a teacher of precomputed scores): the whole reviews only
+    (tmp_path / "none.jsonl").write_bytes(b"")
+    alone = short_texts(tmp_path / "none.jsonl", tmp_path / "unused.npz", root / "splits" / "test.jsonl",
+                        root / "logits" / "test.npz", student_dir.parent / "candidate", out)
+    assert alone["sentences"] == {"n": 0, "mean_words": None, "teacher_accuracy": None, "student_accuracy": None,
+                                  "ratio": None, "agreement": None} and alone["reviews"] == reviews
     # the teacher's predictions are its cached logits': a file of other sentences is refused
     with pytest.raises(UserError, match="review ids do not match"):
         short_texts(scored_sentences / "test.jsonl", root / "logits" / "test.npz", root / "splits" / "test.jsonl",

@@ -141,7 +141,9 @@ def sentences(test: In, unlabeled: In,
     the transfer set, for the short-text measurement and the student's transfer set."""
     from bert2lr.stages.sentences import sentences_stage
 
-    sentences_stage(test, unlabeled, test_out, transfer_out, load_params(params).short_texts, len(_classes(classes)))
+    p = load_params(params)
+    sentences_stage(test, unlabeled, test_out, transfer_out, p.short_texts, len(_classes(classes)),
+                    scores_teacher=p.teacher.source == "scores")
 
 
 @app.command()

@@ -332,6 +332,16 @@ class Params(_Group):
         return self
 
     @model_validator(mode="after")
+    def _scores_have_no_sentences(self):
+        # A table of precomputed scores scores the texts it was made for, not the sentences of one; the
+        # measurement is skipped then (its sentences are none), and a transfer set of sentences refused.
+        if self.teacher.source == "scores" and self.short_texts.n_transfer_sentences > 0:
+            raise ValueError(
+                f"'short_texts.n_transfer_sentences' ({self.short_texts.n_transfer_sentences}) must be 0 with "
+                "'teacher.source: scores': a table of precomputed scores holds no score for a sentence")
+        return self
+
+    @model_validator(mode="after")
     def _teacher_keeps_reviews(self):
         if self.teacher.n_heldout >= self.split.n_labeled:
             raise ValueError(

@@ -33,10 +33,18 @@ def _sample(reviews: list[dict], n: int, p: ShortTextsParams, stream: int, sourc
 
 
 def sentences_stage(test: Path, unlabeled: Path, test_out: Path, transfer_out: Path, p: ShortTextsParams,
-              n_classes: int = 2) -> dict[str, int]:
+                    n_classes: int = 2, scores_teacher: bool = False) -> dict[str, int]:
     """Write test_out (n_test_sentences, labeled) and transfer_out (n_transfer_sentences, unlabeled;
-    an empty file for 0) as JSON Lines of {"id": "<review id>/s<k>", "text"[, "label"]}; return the counts."""
+    an empty file for 0) as JSON Lines of {"id": "<review id>/s<k>", "text"[, "label"]}; return the counts.
+
+    scores_teacher: the teacher is a table of precomputed scores (teacher.source scores), which has no
+    score for a sentence: both files are empty, and short_texts measures the whole reviews only
+    (params.py refuses n_transfer_sentences > 0 with it).
+    """
     test_reviews = read_reviews(test, need_labels=True, n_classes=n_classes)
+    if scores_teacher:
+        log.info("sentences: none: the teacher is a table of precomputed scores, which holds no score for a sentence")
+        return {"test": write_reviews(test_out, []), "transfer": write_reviews(transfer_out, [])}
     test_sentences = _sample(test_reviews, p.n_test_sentences, p, TEST_STREAM, test)
     # The transfer set is read only when sentences are drawn from it: 48,000 reviews take seconds.
     transfer_sentences = [] if p.n_transfer_sentences == 0 else [

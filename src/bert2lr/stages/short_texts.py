@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert2lr.files import read_logits, write_json
+from bert2lr.files import read_logits, read_reviews, write_json
 from bert2lr.linear import LinearTextModel
 from bert2lr.scoring import LabeledReviews, agreement
 from bert2lr.sentences import count_words
@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def _compare(texts: LabeledReviews, teacher_logits: Path, student: LinearTextModel) -> dict:
-    """n, mean words, both accuracies, student over teacher, and how often they agree."""
+    """n, mean words, both accuracies, student over teacher, and how often they agree (None for no texts)."""
+    if not len(texts):
+        return {"n": 0, **dict.fromkeys(("mean_words", "teacher_accuracy", "student_accuracy", "ratio", "agreement"))}
     teacher = read_logits(teacher_logits, texts.ids, len(student.classes)).argmax(axis=1)
     predicted = student.predict(texts.texts)
     teacher_accuracy, student_accuracy = texts.accuracy(teacher), texts.accuracy(predicted)
@@ -39,9 +41,16 @@ def short_texts(sentences: Path, sentence_logits: Path, test: Path, test_logits:
     """Write `out` (metrics/short_texts.json): {"sentences": {...}, "reviews": {...}}; return it."""
     model = LinearTextModel.load(student)
     n_classes = len(model.classes)
-    results = {"sentences": _compare(LabeledReviews.read(sentences, n_classes), sentence_logits, model),
+    # No sentences (a teacher of precomputed scores has none): the whole reviews only.
+    rows = read_reviews(sentences, need_labels=True, n_classes=n_classes, allow_empty=True)
+    sampled = LabeledReviews([r["id"] for r in rows], [r["text"] for r in rows],
+                             np.array([r["label"] for r in rows], dtype=np.int64))
+    results = {"sentences": _compare(sampled, sentence_logits, model),
                "reviews": _compare(LabeledReviews.read(test, n_classes), test_logits, model)}
     for what, r in results.items():
+        if not r["n"]:
+            log.info("short_texts: no %s", what)
+            continue
         log.info("short_texts: %d %s (%.1f words): student %.4f, teacher %.4f, ratio %s, agreement %.4f", r["n"],
                  what, r["mean_words"], r["student_accuracy"], r["teacher_accuracy"], r["ratio"], r["agreement"])
     write_json(out, results)
