@@ -14,6 +14,8 @@ TINY = {
     "teacher": {"max_length": 64, "head_tokens": 24, "epochs": 1, "batch_size": 8, "n_heldout": 8},
     "logits": {"batch_size": 16, "shard_size": 30, "shards": [0, 1]},  # two shards of the 60
     "curve": {"sizes": [20, 40]},
+    # the short-text measurement on 100 sentences, and the lever on: 60 sentences join the transfer set
+    "short_texts": {"n_test_sentences": 100, "n_transfer_sentences": 60},
 }
 
 for path in sys.argv[1:]:  # params.yaml, and the other data sets' params files (params/*.yaml)

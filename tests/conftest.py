@@ -42,6 +42,8 @@ TINY_PARAMS = {
     # three shards (logits@0, @1, @2), the last one short
     "logits": {"batch_size": 8, "shard_size": 8, "shards": [0, 1, 2]},
     "student": {"features": "tfidf", "fit": "ridge", "target": "margin", "alpha": 0.5},
+    # every sentence of the test sample and of the transfer set: the student learns from them too
+    "short_texts": {"n_test_sentences": 1000, "n_transfer_sentences": 1000, "min_words": 3},
     "validation": {"folds": 2, "alpha": [2.0], "gold_weight": [0.0]},
 }
 

@@ -13,9 +13,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARDS = {"logits@0", "logits@1", "logits@2"}  # the transfer set's shards (TINY_PARAMS: 20 reviews, 8 a shard)
-LOGITS = {*SHARDS, "test_logits", "test_full_logits"}
-STAGES = {"fetch", "prepare", "baseline", "teacher", "export", *LOGITS, "student", "validate", "evaluate", "assemble", "curve",
-          "speed"}
+# the teacher's logits: the transfer set's shards, the test sample and half, and the sentences of each
+LOGITS = {*SHARDS, "test_logits", "test_full_logits", "test_sentence_logits", "transfer_sentence_logits"}
+STAGES = {"fetch", "prepare", "baseline", "teacher", "export", "sentences", *LOGITS, "student", "validate", "evaluate",
+          "short_texts", "assemble", "curve", "speed"}
 # `dvc` and `bert2lr` run as modules of this interpreter, not from PATH. The stages' commands call
 # `bert2lr` through the shell, as dvc.yaml says, so PATH holds this interpreter's folder: that is what
 # `. .venv/bin/activate` in the README's main command does. It hides nothing: CI runs that command

@@ -122,6 +122,11 @@ def test_models_are_frozen():
         ({"student": {"features": "hashing", "max_features": 1000}},
          "'student.max_features' keeps a vocabulary's most frequent n-grams; with 'student.features: hashing' set"),
         ({"student": {"n_buckets": 2**31 + 1}}, "'student.n_buckets' must be between 2 and 2147483648"),
+        ({"short_texts": {"n_test_sentences": -1}}, "'short_texts.n_test_sentences' must be at least 1, got -1"),
+        ({"short_texts": {"n_transfer_sentences": -5}},
+         "'short_texts.n_transfer_sentences' must be at least 0, got -5"),
+        ({"short_texts": {"min_words": 0}}, "'short_texts.min_words' must be between 1 and 1000, got 0"),
+        ({"short_texts": {"n_test_sentences": "5000"}}, "'short_texts.n_test_sentences' must be an integer, got '5000'"),
         # several mistakes: all of them, still on one line
         ({"teacher": {"seed": -1, "epochs": 0}}, "'teacher.epochs' must be between 1 and 1000, got 0; 'teacher.seed'"),
     ],
@@ -163,6 +168,10 @@ ACCEPTED = {
     "student.temperature": [10**12, 1e300],  # soft labels of 0.5: a near-constant finite model
     "student.gold_weight": [0],
     "curve.sizes": [[10**12]],  # capped at the transfer set's size
+    # beyond the sentences there are: all of them (the metrics say how many)
+    "short_texts.n_test_sentences": [10**12],
+    "short_texts.n_transfer_sentences": [0, 10**12],  # 0: no sentences in the student's transfer set
+    "short_texts.seed": [0],
     "logits.test_half": [True],
     "validation.seed": [0],
     "validation.alpha": [[0], [10**12], [1e300]],  # as student.alpha

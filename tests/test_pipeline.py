@@ -19,9 +19,9 @@ from dvc_project import LOGITS, STAGES, changed, copy_project, ran, run, set_par
 
 pytestmark = pytest.mark.slow
 # What consumes the student or its settings: the scores, the learning curve and the benchmark.
-AFTER_STUDENT = {"student", "validate", "evaluate", "assemble", "curve", "speed"}
+AFTER_STUDENT = {"student", "validate", "evaluate", "short_texts", "assemble", "curve", "speed"}
 # What loads or scores a linear model (and so runs linear.py and the compiled scorer).
-SCORES_LINEAR_MODELS = {"baseline", "student", "validate", "evaluate", "assemble", "curve", "speed"}
+SCORES_LINEAR_MODELS = {"baseline", "student", "validate", "evaluate", "short_texts", "assemble", "curve", "speed"}
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def test_full_repro_writes_every_metric(project, reproduced):
                                              "metrics.json",  # dvclive's summary of the teacher's training
                                              "test.json",  # the test logits' rate and agreement with torch
                                              "test_full.json",  # the test half's: skipped by default
-                                             "validation.json"}  # cross-validation and the gate
+                                             "validation.json",  # cross-validation and the gate
+                                             "short_texts.json"}
     inference = files[next(f for f in files if f.endswith("teacher_inference/test.json"))]["data"]
     assert inference["backend"] == "onnxruntime" and inference["agreement_with_torch"]["label_agreement"] == 1.0
     training = json.loads((project / "metrics" / "teacher_training" / "metrics.json").read_text())
@@ -60,6 +61,30 @@ def test_full_repro_writes_every_metric(project, reproduced):
     assert curve[-1]["n_unlabeled"] == 20 and {"student", "teacher", "baseline", "agreement"} <= set(curve[0])
 
 
+def test_full_repro_measures_short_texts_and_the_student_learns_from_sentences(project):
+    """Every sentence of the 12 test reviews measured; every sentence of the transfer set learned from,
+    scored by the teacher, and named in the student's lineage."""
+    short = json.loads((project / "metrics" / "short_texts.json").read_text())
+    test_sentences = (project / "data" / "sentences" / "test.jsonl").read_text().splitlines()
+    assert short["sentences"]["n"] == len(test_sentences) > short["reviews"]["n"] == 12
+    assert short["sentences"]["mean_words"] < short["reviews"]["mean_words"]
+    assert all(0 <= short[what][key] <= 1 for what in short for key in ("student_accuracy", "agreement"))
+    transfer = (project / "data" / "sentences" / "transfer.jsonl").read_text().splitlines()
+    with np.load(project / "data" / "teacher_logits" / "transfer_sentences.npz") as npz:
+        assert npz["logits"].shape == (len(transfer), 2) and len(transfer) > 20
+    sentences = json.loads((project / "models" / "student" / "lineage.json").read_text())["transfer_sentences"]
+    assert sentences["n_sentences"] == len(transfer) and sentences["path"] == "data/sentences/transfer.jsonl"
+    # none: an empty sentences file, an empty logits file, and the student of the transfer set alone
+    set_param(project, "short_texts", "n_transfer_sentences", 0)
+    reran = ran(run("dvc", "repro", cwd=project).stdout)
+    # (the learning curve is of the transfer set's reviews: it does not rerun)
+    assert reran == {"sentences", "transfer_sentence_logits", *AFTER_STUDENT} - {"curve"}
+    assert (project / "data" / "sentences" / "transfer.jsonl").read_bytes() == b""
+    with np.load(project / "data" / "teacher_logits" / "transfer_sentences.npz") as npz:
+        assert npz["logits"].shape == (0, 2)
+    assert "transfer_sentences" not in json.loads((project / "models" / "student" / "lineage.json").read_text())
+
+
 def test_second_repro_does_nothing(project):
     assert changed(project) == set()
     assert ran(run("dvc", "repro", cwd=project).stdout) == set()
@@ -69,7 +94,8 @@ def test_audit_verifies_the_workspace(project, tmp_path):
     audit = run("bert2lr", "audit", cwd=project)
     assert "quality gate" in audit.stdout and "split          unlabeled      20 reviews" in audit.stdout
     verified = run("bert2lr", "audit", "--verify", cwd=project)
-    assert verified.stdout.count("ok ") == 9 and "MISMATCH" not in verified.stdout  # 8 hashes + dvc.lock
+    # 8 hashes, the transfer set's sentences and their logits, and dvc.lock
+    assert verified.stdout.count("ok ") == 11 and "MISMATCH" not in verified.stdout
     record = json.loads(run("bert2lr", "audit", "--json", cwd=project).stdout)
     assert record["git"]["dirty"] is False and len(record["git"]["commit"]) == 40
     ids = run("bert2lr", "audit", "--reviews", "unlabeled", cwd=project).stdout.split()
@@ -188,7 +214,7 @@ def test_the_teacher_on_the_whole_test_half_is_a_flag(project):
     sample; on, it scores the half and evaluate compares student and teacher on all of it."""
     teacher = json.loads((project / "metrics" / "teacher.json").read_text())
     assert "test_full" not in teacher
-    assert json.loads((project / "metrics" / "teacher_inference" / "test_full.json").read_text())["skipped"] is True
+    assert json.loads((project / "metrics" / "teacher_inference" / "test_full.json").read_text())["skipped"]
     set_param(project, "logits", "test_half", True)
     assert changed(project) == {"test_full_logits"}
     assert ran(run("dvc", "repro", cwd=project).stdout) == {"test_full_logits", "evaluate", "assemble", "speed"}
@@ -204,7 +230,9 @@ def test_a_new_test_sample_does_not_refit_the_student(project):
     set_param(project, "split", "n_test", 10)
     assert changed(project) == {"prepare"}
     reran = ran(run("dvc", "repro", cwd=project).stdout)
-    assert reran == {"prepare", "test_logits", "evaluate", "assemble", "curve", "speed"}
+    # the test sample's sentences too; the transfer set's are as they were
+    assert reran == {"prepare", "test_logits", "sentences", "test_sentence_logits", "evaluate", "short_texts",
+                     "assemble", "curve", "speed"}
     assert json.loads((project / "metrics" / "student.json").read_text())["n"] == 10
     assert json.loads((project / "models" / "student" / "lineage.json").read_text())["metrics"]["n_test"] == 10
 

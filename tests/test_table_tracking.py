@@ -87,7 +87,7 @@ def test_audit_names_each_table_and_its_hash_and_passes(table_project):
     assert {what: status for what, (status, _) in lines.items()} == {
         what: "ok" for what in ("model", "data labeled", "data unlabeled", "data test", "split labeled",
                                 "split unlabeled", "split test", "split test_full", "teacher", "teacher logits",
-                                "dvc.lock")}
+                                "sentences", "sentence logits", "dvc.lock")}
     for role, name in TABLES.items():
         assert lines[f"data {role}"][1] == f"{project / name}  sha256 {sha256(project / name)[:16]}…"
 
@@ -116,7 +116,8 @@ def test_a_table_edited_in_place_is_seen_by_dvc_and_audit(table_project, tmp_pat
     assert changed(project) == NAME_THE_TABLES
     result = verify(project)
     assert result.returncode == 1 and statuses(result)["data labeled"][0] == "MISMATCH"
-    assert ran(run("dvc", "repro", cwd=project).stdout) == STAGES - {"fetch"}
+    # (the sentences are drawn from the transfer set and the test sample, which are as they were)
+    assert ran(run("dvc", "repro", cwd=project).stdout) == STAGES - {"fetch", "sentences"}
     labeled = {r["id"]: r for r in map(json.loads, (project / "data/splits/labeled.jsonl").read_text("utf-8")
                                        .splitlines())}
     assert labeled[edited]["text"].endswith("modifié")

@@ -221,6 +221,8 @@ def scores_or_classifier_project(root: Path, archive, tiny_bert, teacher: dict) 
     params["logits"].update({"shard_size": 10, "shards": [0, 1, 2]})
     params["curve"]["sizes"] = [10, 20]
     params["teacher"].update(teacher)
+    if teacher.get("source") == "scores":  # precomputed scores hold none for a sentence
+        params["short_texts"]["n_transfer_sentences"] = 0
     (project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     run("git", "add", "-A", cwd=project)
     run("git", "commit", "-qm", "the teacher given", cwd=project)

@@ -32,6 +32,12 @@ def _classes(path: Optional[Path]) -> tuple[str, ...]:
     return CLASS_NAMES if path is None else read_classes(path)
 
 
+def _both_or_neither(sentences: Optional[Path], sentence_logits: Optional[Path]) -> None:
+    if (sentences is None) != (sentence_logits is None):
+        raise UserError("--sentences and --sentence-logits go together: the sentences and the teacher's logits on "
+                        "them")
+
+
 @app.command()
 def fetch(out_dir: Out, params: ParamsFile = PARAMS) -> None:
     """Bring the IMDB archive into OUT_DIR from the first of fetch.sources that has it (when data.path
@@ -130,22 +136,49 @@ def logits(teacher: In, onnx: In, reviews: In, out: Out,
 
 
 @app.command()
+def sentences(test: In, unlabeled: In,
+              test_out: Annotated[Path, typer.Option(help="where to write the test sample's sentences (JSON Lines)")],
+              transfer_out: Annotated[Path, typer.Option(
+                  help="where to write the transfer set's sentences (JSON Lines; empty for none)")],
+              params: ParamsFile = PARAMS, classes: Classes = None) -> None:
+    """Sample sentences (short_texts) from the test sample, labeled with their review's label, and from
+    the transfer set, for the short-text measurement and the student's transfer set."""
+    from bert2lr.stages.sentences import sentences_stage
+
+    p = load_params(params)
+    sentences_stage(test, unlabeled, test_out, transfer_out, p.short_texts, len(_classes(classes)),
+                    scores_teacher=p.teacher.source == "scores")
+
+
+@app.command()
 def student(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS,
-            classes: Classes = None) -> None:
-    """Fit the student to the teacher's logits on the transfer set (and the labeled split)."""
+            classes: Classes = None,
+            sentences: Annotated[Optional[Path], typer.Option(
+                help="the transfer set's sentences, added to it (JSON Lines; an empty file adds none)")] = None,
+            sentence_logits: Annotated[Optional[Path], typer.Option(
+                help="the teacher's logits on --sentences")] = None) -> None:
+    """Fit the student to the teacher's logits on the transfer set (and its sentences, and the labeled split)."""
     from bert2lr.stages.student import student_stage
 
-    student_stage(unlabeled, teacher_logits, labeled, out, load_params(params).student, _classes(classes))
+    _both_or_neither(sentences, sentence_logits)
+    student_stage(unlabeled, teacher_logits, labeled, out, load_params(params).student, _classes(classes),
+                  sentences, sentence_logits)
 
 
 @app.command()
 def validate(unlabeled: In, teacher_logits: In, labeled: In, out: Out, params: ParamsFile = PARAMS,
-             classes: Classes = None) -> None:
+             classes: Classes = None,
+             sentences: Annotated[Optional[Path], typer.Option(
+                 help="the transfer set's sentences, as the student stage has them")] = None,
+             sentence_logits: Annotated[Optional[Path], typer.Option(
+                 help="the teacher's logits on --sentences")] = None) -> None:
     """Cross-validate the student's settings and the baseline on the labeled split; decide the gate."""
     from bert2lr.stages.validate import validate_stage
 
+    _both_or_neither(sentences, sentence_logits)
     p = load_params(params)
-    validate_stage(unlabeled, teacher_logits, labeled, out, p.student, p.baseline, p.validation, _classes(classes))
+    validate_stage(unlabeled, teacher_logits, labeled, out, p.student, p.baseline, p.validation, _classes(classes),
+                   sentences, sentence_logits)
 
 
 @app.command()
@@ -162,20 +195,34 @@ def evaluate(test: In, test_full: In, baseline: In, student: In, teacher_logits:
                                        validation, teacher_half_logits)))
 
 
+@app.command("short-texts")
+def short_texts(sentences: In, sentence_logits: In, test: In, teacher_logits: In, student: In, out: Out) -> None:
+    """Teacher and student on the test sample's sentences (labeled with their review's label) and on its
+    whole reviews: accuracies, their ratio and agreement; print them as JSON."""
+    from bert2lr.stages.short_texts import short_texts as run
+
+    typer.echo(json.dumps(run(sentences, sentence_logits, test, teacher_logits, student, out), indent=2))
+
+
 @app.command()
 def assemble(student: In, metrics: In,
              data: Annotated[Path, typer.Option(help="data.path: the IMDB archive or the labeled table")],
              unlabeled_data: Annotated[Path, typer.Option(help="data.unlabeled_path")],
              test_data: Annotated[Path, typer.Option(help="data.test_path")],
              labeled: In, unlabeled: In, test: In, test_full: In,
-             teacher: In, teacher_logits: In, out: Out, params: ParamsFile = PARAMS) -> None:
+             teacher: In, teacher_logits: In, out: Out, params: ParamsFile = PARAMS,
+             sentences: Annotated[Optional[Path], typer.Option(
+                 help="the transfer set's sentences the student learned from too (JSON Lines)")] = None,
+             sentence_logits: Annotated[Optional[Path], typer.Option(
+                 help="the teacher's logits on --sentences")] = None) -> None:
     """Pack the evaluated student with its lineage record (data, teacher, settings, metrics, gate)."""
     from bert2lr.stages.assemble import assemble as run
 
+    _both_or_neither(sentences, sentence_logits)
     p = load_params(params)
     run(student, metrics, p.data.source, {"labeled": data, "unlabeled": unlabeled_data, "test": test_data},
         {"labeled": labeled, "unlabeled": unlabeled, "test": test, "test_full": test_full},
-        teacher, teacher_logits, out, p.student)
+        teacher, teacher_logits, out, p.student, sentences, sentence_logits)
 
 
 @app.command()

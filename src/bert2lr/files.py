@@ -228,11 +228,14 @@ def review_shards(folder: Path | str) -> list[Path]:
     return [folder / shard_name(k, ".jsonl") for k in range(len(names))]
 
 
-def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2) -> list[dict]:
+def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2,
+                 allow_empty: bool = False) -> list[dict]:
     """Read a split, a JSON Lines file or a folder of shards (0.jsonl, 1.jsonl, ...) read in shard order;
     an empty split, a malformed line or an id twice is a UserError naming the file and line.
 
     need_labels: every review must have a label, a class index 0 .. n_classes - 1.
+    allow_empty: an empty file is no reviews, not an error (the transfer set's sentences, when
+    short_texts.n_transfer_sentences is 0).
     """
     path = Path(path)
     if path.is_dir():
@@ -245,10 +248,10 @@ def read_reviews(path: Path | str, need_labels: bool = False, n_classes: int = 2
                 where[review["id"]] = f"{shard}:{lineno}"
                 reviews.append(review)
         return reviews
-    return _read_review_file(path, need_labels, n_classes)
+    return _read_review_file(path, need_labels, n_classes, allow_empty)
 
 
-def _read_review_file(path: Path, need_labels: bool, n_classes: int) -> list[dict]:
+def _read_review_file(path: Path, need_labels: bool, n_classes: int, allow_empty: bool = False) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: split not found (run `dvc repro prepare`)")
     reviews = []
@@ -276,7 +279,7 @@ def _read_review_file(path: Path, need_labels: bool, n_classes: int) -> list[dic
                 )
             first_line[review["id"]] = lineno
             reviews.append(review)
-    if not reviews:
+    if not reviews and not allow_empty:
         raise UserError(f"{path}: the split is empty")
     return reviews
 
@@ -343,6 +346,26 @@ def read_logits(path: Path | str, ids: list[str] | None = None, n_classes: int |
     if ids is not None and (len(ids) != len(cached_ids) or any(a != b for a, b in zip(ids, cached_ids))):
         raise UserError(f"{path}: its review ids do not match the split; rerun `dvc repro logits`")
     return logits
+
+
+def read_transfer_sentences(sentences: Path | str | None, sentence_logits: Path | str | None,
+                            n_classes: int | None = None) -> tuple[list[dict], np.ndarray | None]:
+    """The transfer set's sentences and their teacher logits (the sentences and transfer_sentence_logits
+    stages), ids checked row for row; ([], None) where there are none (no file, or an empty one)."""
+    extra = [] if sentences is None else read_reviews(sentences, allow_empty=True)
+    return extra, (read_logits(sentence_logits, [r["id"] for r in extra], n_classes) if extra else None)
+
+
+def transfer_texts(unlabeled: Path | str, teacher_logits: Path | str, n_classes: int | None = None,
+                   sentences: Path | str | None = None,
+                   sentence_logits: Path | str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    """What a student learns from, shard by shard: (texts, teacher logits) of each transfer-set shard
+    (`read_transfer_shards`), then of the transfer set's sentences as one more shard, if any."""
+    for shard, logits in read_transfer_shards(unlabeled, teacher_logits, n_classes):
+        yield [r["text"] for r in shard], logits
+    extra, extra_logits = read_transfer_sentences(sentences, sentence_logits, n_classes)
+    if extra:
+        yield [r["text"] for r in extra], extra_logits
 
 
 def read_transfer_shards(reviews: Path | str, teacher_logits: Path | str,

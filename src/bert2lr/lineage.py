@@ -77,11 +77,21 @@ def teacher_section(teacher: Path, card: dict) -> dict:
     return section
 
 
+def sentences_section(sentences: Path | None, sentence_logits: Path | None) -> dict | None:
+    """The transfer set's sentences the student also learned from, and their teacher logits, with their
+    hashes; None where it learned from none (no file, or an empty one), so that such a record is as before."""
+    if sentences is None or count_lines(sentences) == 0:
+        return None
+    return {"path": str(sentences), "sha256": file_digest(sentences), "n_sentences": count_lines(sentences),
+            "logits": {"path": str(sentence_logits), "sha256": file_digest(sentence_logits)}}
+
+
 def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path], teacher: Path,
           teacher_logits: Path, student_params: dict, metrics: dict, gate: dict, reviews: dict[str, list[str]],
-          classes: tuple[str, ...] | None = None) -> dict:
+          classes: tuple[str, ...] | None = None, transfer_sentences: dict | None = None) -> dict:
     """The record. data_files: the files the splits were drawn from by role ("labeled", "unlabeled",
-    "test"; for IMDB the archive in each). classes: the student's class names by label id."""
+    "test"; for IMDB the archive in each). classes: the student's class names by label id.
+    transfer_sentences: `sentences_section`'s, where the student learned from sentences too."""
     card = read_json(Path(teacher) / TEACHER_CARD, "teacher training card")
     digests = {str(path): file_digest(path) for path in set(data_files.values())}  # the archive once, not thrice
     return {
@@ -96,6 +106,7 @@ def build(data_source: str, data_files: dict[str, Path], splits: dict[str, Path]
         "teacher": teacher_section(Path(teacher), card),
         "teacher_logits": {"path": str(teacher_logits),
                            "sha256": logits_digest(teacher_logits, len(reviews["unlabeled"]))},
+        **({"transfer_sentences": transfer_sentences} if transfer_sentences else {}),
         "student": {"params": student_params},
         "git": _git(),
         "versions": _versions(),

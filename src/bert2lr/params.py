@@ -289,6 +289,22 @@ class CurveParams(_Group):
         description="transfer-set sizes of the learning curve (the whole transfer set is always one)")
 
 
+MAX_MIN_WORDS = 1000  # a sentence of a thousand words is no short text; more is a typo
+
+
+class ShortTextsParams(_Group):
+    # Sizes have no upper bound: a size beyond the sentences there are takes them all (the metrics
+    # record how many), since how many there are depends on min_words and on the texts.
+    n_test_sentences: int = Field(
+        5000, ge=1, description="sentences sampled from the test sample, each labeled with its review's gold label, "
+                                "on which teacher and student are measured (all of them where there are fewer)")
+    n_transfer_sentences: int = Field(
+        0, ge=0, description="sentences sampled from the transfer set, scored by the teacher and added to the "
+                             "student's transfer set (0: none; all of them where there are fewer)")
+    min_words: int = Field(4, ge=1, le=MAX_MIN_WORDS, description="words a sentence needs to be sampled")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the sentence samples")
+
+
 class ValidationParams(_Group):
     folds: int = Field(5, ge=2, le=20, description="folds of the labeled split's cross-validation, on which the "
                                                   "student's settings and its quality gate are chosen (never on test)")
@@ -321,6 +337,8 @@ class Params(_Group):
     logits: Annotated[LogitsParams, BeforeValidator(_empty_group)] = Field(default_factory=LogitsParams)
     student: Annotated[StudentParams, BeforeValidator(_empty_group)] = Field(default_factory=StudentParams)
     curve: Annotated[CurveParams, BeforeValidator(_empty_group)] = Field(default_factory=CurveParams)
+    short_texts: Annotated[ShortTextsParams, BeforeValidator(_empty_group)] = Field(
+        default_factory=ShortTextsParams)
     validation: Annotated[ValidationParams, BeforeValidator(_empty_group)] = Field(default_factory=ValidationParams)
 
     @model_validator(mode="after")
@@ -336,6 +354,16 @@ class Params(_Group):
                 f"'logits.shards' must be {shard_list(n_shards)} for split.n_unlabeled {self.split.n_unlabeled} and "
                 f"logits.shard_size {self.logits.shard_size} (one logits@k stage per shard; DVC cannot compute the "
                 f"list), e.g. `dvc exp run -S 'logits.shards={shard_list(n_shards)}'`")
+        return self
+
+    @model_validator(mode="after")
+    def _scores_have_no_sentences(self):
+        # A table of precomputed scores scores the texts it was made for, not the sentences of one; the
+        # measurement is skipped then (its sentences are none), and a transfer set of sentences refused.
+        if self.teacher.source == "scores" and self.short_texts.n_transfer_sentences > 0:
+            raise ValueError(
+                f"'short_texts.n_transfer_sentences' ({self.short_texts.n_transfer_sentences}) must be 0 with "
+                "'teacher.source: scores': a table of precomputed scores holds no score for a sentence")
         return self
 
     @model_validator(mode="after")

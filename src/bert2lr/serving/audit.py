@@ -27,6 +27,7 @@ def describe(lineage: dict) -> str:
         _teacher_line(teacher),
         "               " + ", ".join(f"{k}={v}" for k, v in teacher["params"].items() if k != "model"),
         f"teacher logits {lineage['teacher_logits']['path']}  sha256 {lineage['teacher_logits']['sha256']}",
+        *_describe_sentences(lineage.get("transfer_sentences")),
         "student params " + ", ".join(f"{k}={v}" for k, v in lineage["student"]["params"].items()),
         f"test accuracy  {m['accuracy']:.4f} on {m['n_test']} reviews; {m['test_full_accuracy']:.4f} on "
         f"{m['n_test_full']}",
@@ -35,6 +36,15 @@ def describe(lineage: dict) -> str:
         "versions       " + ", ".join(f"{k} {v}" for k, v in lineage["versions"].items()),
     ]
     return "\n".join(lines)
+
+
+def _describe_sentences(sentences: dict | None) -> list[str]:
+    """The transfer set's sentences a student learned from too, where it did."""
+    if not sentences:
+        return []
+    return [f"sentences      {sentences['n_sentences']:>6} of the transfer set  {sentences['path']}  "
+            f"sha256 {sentences['sha256']}",
+            f"               their logits {sentences['logits']['path']}  sha256 {sentences['logits']['sha256']}"]
 
 
 def _features(model: dict) -> str:
@@ -223,6 +233,11 @@ def verify(path: Path | str) -> list[tuple[bool, str, str]]:
     results.append(_file_check("teacher logits", base / lineage["teacher_logits"]["path"],
                                lineage["teacher_logits"]["sha256"],
                                len(lineage.get("reviews", {}).get("unlabeled", []))))
+    sentences = lineage.get("transfer_sentences")
+    if sentences:
+        results.append(_file_check("sentences", base / sentences["path"], sentences["sha256"]))
+        results.append(_file_check("sentence logits", base / sentences["logits"]["path"],
+                                   sentences["logits"]["sha256"]))
     if root is None:
         results.append((False, "dvc project", f"none above {record_file.parent}: {LINEAGE_FILE} itself cannot be "
                         "checked against dvc.lock, and its paths were read from the current folder"))

@@ -84,6 +84,9 @@ _TEACHER_FIELDS = {
                "teacher.files": _OBJECT, "teacher.files.*": _SHA256},
 }
 _TEACHER_SOURCE = (lambda v: isinstance(v, str) and v in _TEACHER_FIELDS, " or ".join(map(repr, _TEACHER_FIELDS)))
+_SENTENCES_FIELDS = {"transfer_sentences.path": _TEXT, "transfer_sentences.sha256": _SHA256,
+                     "transfer_sentences.n_sentences": _COUNT, "transfer_sentences.logits.path": _TEXT,
+                     "transfer_sentences.logits.sha256": _SHA256}
 _MISSING = object()
 
 
@@ -109,6 +112,8 @@ def check_lineage(record: Path, lineage) -> dict:
     fields = {**_LINEAGE_FIELDS, **_DATA_FIELDS.get(lineage.get("format"), {}),
               # a hashed student's record says so; a vocabulary student's has no such field
               **({"model.n_buckets": _BUCKETS} if isinstance(model, dict) and "n_buckets" in model else {}),
+              # a student that learned from the transfer set's sentences too names them
+              **(_SENTENCES_FIELDS if "transfer_sentences" in lineage else {}),
               **({"teacher.source": _TEACHER_SOURCE} if isinstance(teacher, dict) and "source" in teacher else {}),
               **(_TEACHER_FIELDS.get(source, {}) if isinstance(source, str) else {})}
     for pattern, (valid, expected) in fields.items():

@@ -27,8 +27,12 @@ def lineage_metrics(metrics: dict, source: Path) -> tuple[dict, dict]:
 
 
 def assemble(candidate: Path, student_metrics: Path, data_source: str, data_files: dict[str, Path],
-             splits: dict[str, Path], teacher: Path, teacher_logits: Path, out_dir: Path, p: StudentParams) -> dict:
-    """Write out_dir/model.npz (the candidate's file, byte for byte) and out_dir/lineage.json; both or neither."""
+             splits: dict[str, Path], teacher: Path, teacher_logits: Path, out_dir: Path, p: StudentParams,
+             sentences: Path | None = None, sentence_logits: Path | None = None) -> dict:
+    """Write out_dir/model.npz (the candidate's file, byte for byte) and out_dir/lineage.json; both or neither.
+
+    sentences, sentence_logits: the transfer set's sentences the student learned from too, and their
+    teacher logits; the record names them where there are any."""
     model_file = Path(candidate) / MODEL_FILE
     model = LinearTextModel.load(model_file)
     scored = read_json(student_metrics, "student metrics")
@@ -41,7 +45,7 @@ def assemble(candidate: Path, student_metrics: Path, data_source: str, data_file
         data_source=data_source, data_files=data_files, splits=splits, teacher=teacher, teacher_logits=teacher_logits,
         student_params=p.model_dump(), metrics=metrics, gate=gate,
         reviews={name: [r["id"] for r in read_reviews(splits[name])] for name in ("labeled", "unlabeled")},
-        classes=model.classes,
+        classes=model.classes, transfer_sentences=lineage.sentences_section(sentences, sentence_logits),
     )
     with atomic_path(out_dir, directory=True) as tmp:
         shutil.copyfile(model_file, tmp / MODEL_FILE)

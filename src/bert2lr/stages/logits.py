@@ -55,17 +55,15 @@ def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Pat
     """
     card_path = Path(model_dir) / TEACHER_CARD
     card = read_json(card_path, "teacher card") if card_path.is_file() else {}
-    if skip:
-        n_classes = len(card["classes"]) if "classes" in card else \
-            len(read_json(Path(model_dir) / "config.json", "teacher config")["id2label"])
-        write_logits(out, [], np.zeros((0, n_classes), dtype=np.float32))
-        info = {"n": 0, "skipped": True}
-        log.info("logits: %s: not scored (logits.test_half is false)", reviews_path)
-        write_json(info_out, info)
-        return info
-    reviews = read_reviews(reviews_path)
+    if skip:  # the whole test half with logits.test_half off: not scored
+        return _no_reviews(model_dir, out, info_out, p, Path(reviews_path).as_posix(), card, skipped=True)
+    # An empty file is no reviews (the transfer set's sentences when there are none): its logits file
+    # holds no rows, so that the stages reading it need no special case.
+    reviews = read_reviews(reviews_path, allow_empty=True)
     ids = [r["id"] for r in reviews]
     name = Path(reviews_path).as_posix()
+    if not reviews and card.get("source") != "scores":
+        return _no_reviews(model_dir, out, info_out, p, name, card)
     if card.get("source") == "scores":
         started = time.perf_counter()
         write_logits(out, ids, looked_up_logits(model_dir, card, ids))
@@ -100,5 +98,28 @@ def teacher_logits(model_dir: Path, onnx_dir: Path, reviews_path: Path, out: Pat
                  100 * info["agreement_with_torch"]["label_agreement"], len(reviews))
     log.info("logits: %s: %d reviews in %.0f s (%.1f/s, %s)", name, len(reviews), seconds, len(reviews) / seconds,
              backend)
+    write_json(info_out, info)
+    return info
+
+
+def _no_reviews(model_dir: Path, out: Path, info_out: Path, p: LogitsParams, name: str, card: dict,
+                skipped: bool = False) -> dict | None:
+    """An empty logits file, (0, K) with the teacher's K classes, without running the teacher (the
+    tokenizer refuses an empty batch); rank 0 of a launcher's processes writes it. skipped: the
+    reviews were not read at all (the test half with logits.test_half off), and info says so."""
+    from transformers import AutoConfig
+
+    world = launched_world()
+    if world and world[0] != 0:
+        return None
+    n_classes = len(card["classes"]) if "classes" in card else \
+        AutoConfig.from_pretrained(model_dir, local_files_only=True).num_labels
+    write_logits(out, [], np.zeros((0, n_classes), dtype=np.float32))
+    info = {"n": 0, "seconds": 0.0, "reviews_per_s": None, "backend": backend_in_use(p), "quantized": p.quantize,
+            "processes": world[2] if world else p.processes, "device": str(device())}
+    if skipped:
+        info["skipped"] = "logits.test_half is false"
+    log.info("logits: %s: %s; wrote an empty logits file with %d classes", name,
+             "not scored (logits.test_half is false)" if skipped else "no reviews", n_classes)
     write_json(info_out, info)
     return info

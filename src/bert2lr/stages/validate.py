@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bert2lr.classes import CLASS_NAMES
-from bert2lr.files import read_reviews, read_transfer_shards, write_json
+from bert2lr.files import read_reviews, transfer_texts, write_json
 from bert2lr.params import BaselineParams, StudentParams, ValidationParams
 from bert2lr.scoring import quality_gate
 from bert2lr.validation import (cross_validate_baseline, cross_validate_student, settings_to_try,
@@ -24,15 +24,19 @@ def _name(p: StudentParams) -> str:
 
 
 def validate_stage(unlabeled: Path, teacher_logits: Path, labeled: Path, out: Path, student: StudentParams,
-                   baseline: BaselineParams, v: ValidationParams, classes: tuple[str, ...] = CLASS_NAMES) -> dict:
-    """Write out (metrics/validation.json): each setting's cross-validated accuracy, the best, and the gate."""
+                   baseline: BaselineParams, v: ValidationParams, classes: tuple[str, ...] = CLASS_NAMES,
+                   sentences: Path | None = None, sentence_logits: Path | None = None) -> dict:
+    """Write out (metrics/validation.json): each setting's cross-validated accuracy, the best, and the gate.
+
+    The students learn what the student stage's does: the transfer set, its sentences if any, and
+    (out of fold) the labeled split.
+    """
     reviews = read_reviews(labeled, need_labels=True, n_classes=len(classes))
     texts, labels = [r["text"] for r in reviews], np.array([r["label"] for r in reviews])
     folds = stratified_folds(labels, v.folds, v.seed)
 
     def transfer():
-        return (([r["text"] for r in shard], logits)
-                for shard, logits in read_transfer_shards(unlabeled, teacher_logits, len(classes)))
+        return transfer_texts(unlabeled, teacher_logits, len(classes), sentences, sentence_logits)
 
     settings = settings_to_try(student, v.alpha, v.gold_weight)
     predictions = cross_validate_student(transfer, texts, labels, settings, folds, classes)
