@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bert2lr.files import read_reviews, read_transfer_shards  # noqa: E402
+from bert2lr.files import read_reviews, transfer_texts  # noqa: E402
 from bert2lr.params import load_params, parse_params  # noqa: E402
 from bert2lr.validation import cross_validate_student, stratified_folds  # noqa: E402
 
@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--unlabeled", default="data/splits/unlabeled")
     parser.add_argument("--teacher-logits", default="data/teacher_logits/unlabeled")
     parser.add_argument("--labeled", default="data/splits/labeled.jsonl")
+    parser.add_argument("--sentences", help="the transfer set's sentences (the sentences stage), learned as the "
+                                            "student stage learns them")
+    parser.add_argument("--sentence-logits", help="the teacher's logits on --sentences")
     args = parser.parse_args()
     p = load_params(args.params)
     base = p.student.model_dump()
@@ -45,8 +48,7 @@ def main() -> None:
     folds = stratified_folds(labels, p.validation.folds, p.validation.seed)
 
     def transfer():
-        return (([r["text"] for r in shard], logits)
-                for shard, logits in read_transfer_shards(args.unlabeled, args.teacher_logits, 2))
+        return transfer_texts(args.unlabeled, args.teacher_logits, 2, args.sentences, args.sentence_logits)
 
     rows = []
     for raw, setting in zip(args.settings, settings):

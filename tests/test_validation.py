@@ -139,4 +139,19 @@ def test_a_tie_keeps_the_configured_student_and_a_better_one_is_named(tmp_path, 
                            ValidationParams(folds=3, alpha=[], gold_weight=[1000.0]))
     assert worse["settings"]["alpha=1,gold_weight=0"] < worse["settings"]["alpha=1,gold_weight=1000"]
     assert worse["configured_is_best"] is False and worse["best"]["setting"] == "alpha=1,gold_weight=1000"
+    assert worse["better_beyond_noise"] == ["alpha=1,gold_weight=1000"]
     assert "alpha=1,gold_weight=1000 scores" in caplog.text and "above the configured student's" in caplog.text
+    assert tie["better_beyond_noise"] == [] and tie["difference_standard_error"]["alpha=0.5,gold_weight=1"] == 0
+
+
+def test_a_difference_within_noise_is_recorded_but_not_called_better(tmp_path, caplog):
+    """Two settings that differ on a few reviews: the better one is the best, but not beyond noise."""
+    unlabeled, logits, labeled = _project(tmp_path, n_gold=40)
+    result = validate_stage(unlabeled, logits, labeled, tmp_path / "v.json", StudentParams(min_df=1, alpha=1.0),
+                            BaselineParams(ngram_max=1),
+                            ValidationParams(folds=4, alpha=[30.0, 1e9], gold_weight=[0.0, 1000.0]))
+    configured = result["settings"][result["student"]["setting"]]
+    for name, accuracy in result["settings"].items():
+        margin, se = accuracy - configured, result["difference_standard_error"][name]
+        assert (name in result["better_beyond_noise"]) == (margin > 2 * se)
+        assert (name in result["better_beyond_noise"]) == (f"{name} scores" in caplog.text)

@@ -130,7 +130,7 @@ class SplitParams(_Group):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the random samples")
     # Sizes have no upper bound here: prepare refuses one larger than the archive holds.
     n_labeled: int = Field(1000, ge=1, description="labeled train reviews the teacher and the baseline learn from")
-    n_unlabeled: int = Field(48000, ge=1, description="the transfer set: reviews the teacher scores for the student")
+    n_unlabeled: int = Field(36000, ge=1, description="the transfer set: reviews the teacher scores for the student")
     n_test: int = Field(1000, ge=1, description="test reviews every model is scored on (plus the whole test half)")
     unlabeled_pool: Literal["train", "train+unsup"] = Field(
         "train+unsup", description="draw the transfer set from the rest of the train half, or also from train/unsup")
@@ -225,7 +225,7 @@ class LogitsParams(_Group):
     # DVC makes one stage per item of a list and cannot compute the list from two numbers, so the
     # list is written out and checked against split.n_unlabeled and shard_size (Params below).
     shards: list[Annotated[int, Field(ge=0)]] = Field(
-        list(range(8)), max_length=MAX_SHARDS,
+        list(range(6)), max_length=MAX_SHARDS,
         description="the shard numbers 0, 1, ... up to ceil(split.n_unlabeled / shard_size) - 1")
     # How, not what: the process count is not a dependency of the logits, which equal one process's
     # to 1e-5, so changing it reruns nothing.
