@@ -43,13 +43,13 @@ def test_max_length_beyond_the_teacher_is_refused_before_any_work(tmp_path, tiny
 
 
 def test_params_command_prints_the_declared_table_and_the_values(tmp_path):
-    from bert2lr.params import parameters_table
+    from bert2lr.params import Params, parameters_table
 
     result = bert2lr("params", "--markdown", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == parameters_table()
     (tmp_path / "params.yaml").write_text("student:\n  alpha: 2\n")
     shown = json.loads(bert2lr("params", cwd=tmp_path).stdout)
-    assert shown["student"]["alpha"] == 2.0 and shown["split"]["n_unlabeled"] == 48000
+    assert shown["student"]["alpha"] == 2.0 and shown["split"]["n_unlabeled"] == Params().split.n_unlabeled
 
 
 def test_missing_archive(tmp_path):
